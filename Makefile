@@ -1,0 +1,38 @@
+# maskgate task runner. The two commands a newcomer needs:
+#   make demo   - the main job, end to end on built-in defaults
+#   make test   - every test: host, aarch64 under qemu, armv7 build
+# Both run scripts/setup.sh first (idempotent: apt packages, rust targets, libtorch venv).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+HOST_PACKAGES := -p maskgate-shared -p edge -p trainer -p maskgate-e2e
+CROSS_PACKAGES := -p maskgate-shared -p edge
+OUT ?= out/demo
+
+.PHONY: setup demo test test-host test-aarch64 build-armv7 fmt clippy
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(CARGO) build --release -p trainer -p edge
+	bash scripts/demo.sh "$(OUT)"
+
+test: setup test-host test-aarch64 build-armv7
+	@echo "all test stages passed"
+
+test-host:
+	$(CARGO) test $(HOST_PACKAGES)
+
+# The edge runs on ARM: its unit tests (and the shared contracts) run under qemu-aarch64.
+test-aarch64:
+	$(CARGO) test --target aarch64-unknown-linux-gnu $(CROSS_PACKAGES)
+
+build-armv7:
+	$(CARGO) build --target armv7-unknown-linux-gnueabihf -p edge
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy $(HOST_PACKAGES) --all-targets

@@ -1,0 +1,7 @@
+//! Embed libtorch's directory as an rpath so `trainer` runs without LD_LIBRARY_PATH.
+fn main() {
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    }
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+}
