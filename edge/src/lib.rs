@@ -1,0 +1,3 @@
+//! maskgate edge library: the door terminal's recognition pipeline and hardware control.
+//!
+//! The `edge` binary (`main.rs`) is glue over these modules.

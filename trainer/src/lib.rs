@@ -1,0 +1,3 @@
+//! maskgate trainer library: models, losses, data, training, evaluation, export.
+//!
+//! The `trainer` binary (`main.rs`) is glue over these modules.
