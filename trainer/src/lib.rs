@@ -1,3 +1,11 @@
 //! maskgate trainer library: models, losses, data, training, evaluation, export.
 //!
 //! The `trainer` binary (`main.rs`) is glue over these modules.
+//! - [`model`]: iResNet / MobileFaceNet backbones (arcface_torch key names), the CPU `tiny`
+//!   preset, and the training-only transformer branch.
+//! - [`loss`]: ArcFace, CosFace, ElasticFace(+), AdaFace heads; USS; MaskInv distillation.
+//! - [`checkpoint`]: atomic safetensors save/load of VarStores.
+
+pub mod checkpoint;
+pub mod loss;
+pub mod model;

@@ -1,0 +1,150 @@
+//! Face-recognition backbones and the training-only transformer branch.
+//!
+//! Every backbone maps an aligned (B,3,112,112) batch to a [`BackboneOutput`]: the un-normalised
+//! embedding that is exported and the final conv feature map that only the transformer branch
+//! ([`transformer::TransformerAux`]) reads. Backbones are built by short name through
+//! [`build_backbone`]; their variable names equal the insightface arcface_torch state-dict keys.
+
+mod layers;
+
+pub mod iresnet;
+pub mod mobilefacenet;
+pub mod transformer;
+
+pub use iresnet::{IResNet, IResNetCfg};
+pub use mobilefacenet::{MobileFaceNet, MobileFaceNetCfg};
+pub use transformer::{TransformerAux, TransformerAuxCfg};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+/// Settings every backbone shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackboneCfg {
+    /// Embedding dimension D (insightface default 512).
+    pub embedding_dim: i64,
+    /// Side of the square input; 112 gives the 7x7 final map the reference models expect.
+    pub input_size: i64,
+    /// Dropout before the final Linear (iResNet only; arcface_torch default 0).
+    pub dropout: f64,
+}
+
+impl Default for BackboneCfg {
+    fn default() -> Self {
+        Self {
+            embedding_dim: 512,
+            input_size: 112,
+            dropout: 0.0,
+        }
+    }
+}
+
+/// What a backbone returns for one batch.
+#[derive(Debug)]
+pub struct BackboneOutput {
+    /// (B,D), not L2-normalised: the margin heads read its norm (AdaFace) and normalise it.
+    pub embedding: Tensor,
+    /// (B,C,h,w) final conv map before the output BN/flatten/FC (7x7 at 112x112).
+    pub feature_map: Tensor,
+}
+
+/// A face backbone: load once, run many times.
+pub trait Backbone: std::fmt::Debug + Send {
+    /// Runs the batch; `train` selects batch statistics and dropout.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> BackboneOutput;
+    /// Embedding dimension D.
+    fn embedding_dim(&self) -> i64;
+    /// Channels C of the feature map.
+    fn feature_channels(&self) -> i64;
+    /// Side of the (square) feature map.
+    fn feature_hw(&self) -> i64;
+    /// Multiply-adds of one forward pass of one image at the configured input size, counted
+    /// analytically per conv and linear layer (BN, PReLU and additions are not counted).
+    fn macs(&self) -> u64;
+}
+
+/// Errors building a backbone.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown backbone {name:?}; known: {}", BACKBONES.join(", "))]
+    UnknownBackbone { name: String },
+    #[error("bad backbone config: {0}")]
+    BadConfig(String),
+}
+
+/// Short names accepted by [`build_backbone`], smallest first.
+pub const BACKBONES: &[&str] = &["tiny", "mbf", "r18", "r34", "r50", "r100"];
+
+/// Builds backbone `name` with its variables under `p` (pass the VarStore root for keys that
+/// match arcface_torch checkpoints).
+pub fn build_backbone(
+    name: &str,
+    p: &nn::Path,
+    cfg: &BackboneCfg,
+) -> Result<Box<dyn Backbone>, ModelError> {
+    if cfg.embedding_dim < 1 {
+        return Err(ModelError::BadConfig(format!(
+            "embedding_dim must be >= 1, got {}",
+            cfg.embedding_dim
+        )));
+    }
+    // Four stride-2 stages must leave a non-empty map.
+    if cfg.input_size < 16 {
+        return Err(ModelError::BadConfig(format!(
+            "input_size must be >= 16, got {}",
+            cfg.input_size
+        )));
+    }
+    if !(0.0..1.0).contains(&cfg.dropout) {
+        return Err(ModelError::BadConfig(format!(
+            "dropout must be in [0,1), got {}",
+            cfg.dropout
+        )));
+    }
+    let iresnet = |arch: IResNetCfg| -> Box<dyn Backbone> { Box::new(IResNet::new(p, &arch, cfg)) };
+    Ok(match name {
+        "tiny" => iresnet(IResNetCfg::tiny()),
+        "r18" => iresnet(IResNetCfg::r18()),
+        "r34" => iresnet(IResNetCfg::r34()),
+        "r50" => iresnet(IResNetCfg::r50()),
+        "r100" => iresnet(IResNetCfg::r100()),
+        "mbf" => Box::new(MobileFaceNet::new(p, &MobileFaceNetCfg::mbf(), cfg)),
+        _ => {
+            return Err(ModelError::UnknownBackbone {
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+/// Size and cost of one backbone, as `trainer models` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackboneSummary {
+    pub name: String,
+    /// Learnable parameters plus the fixed BN1d gamma, as PyTorch's `parameters()` counts them
+    /// (BN running statistics excluded).
+    pub params: u64,
+    /// Multiply-adds of one 112x112 image (see [`Backbone::macs`]).
+    pub macs: u64,
+}
+
+/// Builds `name` on the CPU in a throw-away VarStore and measures it.
+pub fn summarize(name: &str, cfg: &BackboneCfg) -> Result<BackboneSummary, ModelError> {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let net = build_backbone(name, &vs.root(), cfg)?;
+    Ok(BackboneSummary {
+        name: name.to_string(),
+        params: parameter_count(&vs),
+        macs: net.macs(),
+    })
+}
+
+/// Parameters in `vs`, not counting BN running statistics.
+pub fn parameter_count(vs: &nn::VarStore) -> u64 {
+    vs.variables()
+        .iter()
+        .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .map(|(_, t)| t.numel() as u64)
+        .sum()
+}
