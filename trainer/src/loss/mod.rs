@@ -202,3 +202,6 @@ pub(crate) fn check_scale_margin(s: f64, m: f64, eps: f64) -> Result<(), LossErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -148,3 +148,6 @@ pub fn parameter_count(vs: &nn::VarStore) -> u64 {
         .map(|(_, t)| t.numel() as u64)
         .sum()
 }
+
+#[cfg(test)]
+mod tests;
