@@ -27,6 +27,11 @@ pub enum CheckpointError {
         path: PathBuf,
         source: tch::TchError,
     },
+    #[error("{path}: could not write checkpoint: {source}")]
+    Write {
+        path: PathBuf,
+        source: tch::TchError,
+    },
     #[error("{path}: missing tensor {key:?}")]
     Missing { path: PathBuf, key: String },
     #[error("{path}: tensor {key:?} has shape {found:?}, the model expects {expected:?}")]
@@ -169,6 +174,10 @@ fn write_atomic(path: &Path, named: &[(String, Tensor)]) -> Result<(), Checkpoin
         .unwrap_or_default();
     // Ends in .safetensors so tch picks the format; dot-prefixed so globs skip it.
     let tmp = dir.join(format!(".{name}.tmp.{}.safetensors", std::process::id()));
+    if !dir.is_dir() {
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "directory does not exist");
+        return Err(io_err(source));
+    }
     let cpu: Vec<(String, Tensor)> = named
         .iter()
         .map(|(k, t)| {
@@ -179,12 +188,9 @@ fn write_atomic(path: &Path, named: &[(String, Tensor)]) -> Result<(), Checkpoin
         })
         .collect();
     let result = (|| {
-        Tensor::write_safetensors(&cpu, &tmp).map_err(|source| match source {
-            tch::TchError::Io(e) => io_err(e),
-            source => CheckpointError::Format {
-                path: path.to_path_buf(),
-                source,
-            },
+        Tensor::write_safetensors(&cpu, &tmp).map_err(|source| CheckpointError::Write {
+            path: path.to_path_buf(),
+            source,
         })?;
         File::open(&tmp)
             .and_then(|f| f.sync_all())
@@ -196,4 +202,199 @@ fn write_atomic(path: &Path, named: &[(String, Tensor)]) -> Result<(), Checkpoin
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::{AdaFace, AdaFaceCfg, MarginHead, Uss, UssCfg};
+    use crate::model::{build_backbone, Backbone, BackboneCfg};
+    use tch::{nn, Device, Kind};
+
+    struct Run {
+        backbone_vs: nn::VarStore,
+        head_vs: nn::VarStore,
+        backbone: Box<dyn Backbone>,
+    }
+
+    /// A tiny backbone + AdaFace + USS; `steps` forward passes move BN, EMA, bank and b state.
+    fn run(seed: i64, steps: usize) -> Run {
+        tch::manual_seed(seed);
+        let backbone_vs = nn::VarStore::new(Device::Cpu);
+        let head_vs = nn::VarStore::new(Device::Cpu);
+        let cfg = BackboneCfg {
+            embedding_dim: 16,
+            ..Default::default()
+        };
+        let backbone = build_backbone("tiny", &backbone_vs.root(), &cfg).unwrap();
+        let mut head =
+            AdaFace::new(&(head_vs.root() / "adaface"), &AdaFaceCfg::default(), 4, 16).unwrap();
+        let mut uss = Uss::new(&(head_vs.root() / "uss"), &UssCfg::default(), 4, 16).unwrap();
+        for _ in 0..steps {
+            let x = Tensor::randn([4, 3, 112, 112], (Kind::Float, Device::Cpu));
+            let y = Tensor::from_slice(&[0i64, 1, 2, 3]);
+            let emb = backbone.forward_t(&x, true).embedding;
+            let _ = head.forward(&emb, &y).unwrap();
+            let _ = uss.forward(&emb, &y).unwrap();
+        }
+        Run {
+            backbone_vs,
+            head_vs,
+            backbone,
+        }
+    }
+
+    fn assert_same(a: &nn::VarStore, b: &nn::VarStore) {
+        let (va, vb) = (a.variables(), b.variables());
+        assert_eq!(va.len(), vb.len());
+        for (k, t) in &va {
+            assert!(t.equal(&vb[k]), "{k} differs after load");
+        }
+    }
+
+    #[test]
+    fn stores_round_trip_exactly_with_adaface_and_uss_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.safetensors");
+        let saved = run(1, 2);
+        let stats = saved.head_vs.variables()["adaface.batch_mean"].double_value(&[0]);
+        assert_ne!(stats, 20.0, "the EMA moved");
+        assert!(
+            saved.head_vs.variables()["uss.b"].double_value(&[0]) > 0.0,
+            "b was initialised"
+        );
+        save_stores(
+            &path,
+            &[("backbone", &saved.backbone_vs), ("heads", &saved.head_vs)],
+        )
+        .unwrap();
+        let mut fresh = run(2, 0);
+        load_stores(
+            &path,
+            &mut [
+                ("backbone", &mut fresh.backbone_vs),
+                ("heads", &mut fresh.head_vs),
+            ],
+        )
+        .unwrap();
+        assert_same(&saved.backbone_vs, &fresh.backbone_vs);
+        assert_same(&saved.head_vs, &fresh.head_vs);
+        // The loaded model computes what the saved one does.
+        let x = Tensor::randn([2, 3, 112, 112], (Kind::Float, Device::Cpu));
+        let a = tch::no_grad(|| saved.backbone.forward_t(&x, false).embedding);
+        let b = tch::no_grad(|| fresh.backbone.forward_t(&x, false).embedding);
+        assert!(a.equal(&b));
+        // Trainability survives loading.
+        assert!(fresh.backbone_vs.variables()["fc.weight"].requires_grad());
+        assert!(!fresh.backbone_vs.variables()["features.weight"].requires_grad());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "temp files left behind: {names:?}");
+    }
+
+    #[test]
+    fn single_store_round_trips_and_overwrites_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backbone.safetensors");
+        let a = run(3, 1);
+        save_var_store(&a.backbone_vs, &path).unwrap();
+        let b = run(4, 1);
+        save_var_store(&b.backbone_vs, &path).unwrap();
+        let mut c = run(5, 0);
+        load_var_store(&mut c.backbone_vs, &path).unwrap();
+        assert_same(&b.backbone_vs, &c.backbone_vs);
+    }
+
+    /// What docs/CONVERT.md's script writes: arcface_torch keys, float32, plus the
+    /// `num_batches_tracked` int64 entries a PyTorch state dict carries.
+    #[test]
+    fn loads_a_converted_state_dict_with_extra_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converted.safetensors");
+        let src = run(6, 1);
+        let mut named: Vec<(String, Tensor)> = src.backbone_vs.variables().into_iter().collect();
+        let bns: Vec<String> = named
+            .iter()
+            .filter_map(|(k, _)| {
+                k.strip_suffix(".running_mean")
+                    .map(|p| format!("{p}.num_batches_tracked"))
+            })
+            .collect();
+        named.extend(bns.into_iter().map(|k| (k, Tensor::from(7i64))));
+        Tensor::write_safetensors(&named, &path).unwrap();
+        let mut dst = run(7, 0);
+        load_var_store(&mut dst.backbone_vs, &path).unwrap();
+        assert_same(&src.backbone_vs, &dst.backbone_vs);
+    }
+
+    #[test]
+    fn bad_files_give_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = run(8, 0);
+        let missing = dir.path().join("nope.safetensors");
+        let err = load_var_store(&mut r.backbone_vs, &missing).unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Io { .. })
+                && err.to_string().contains("nope.safetensors"),
+            "{err}"
+        );
+
+        let good = dir.path().join("good.safetensors");
+        save_var_store(&r.backbone_vs, &good).unwrap();
+        let bytes = fs::read(&good).unwrap();
+        let truncated = dir.path().join("truncated.safetensors");
+        fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_var_store(&mut r.backbone_vs, &truncated).unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Format { .. })
+                && err.to_string().contains("truncated.safetensors"),
+            "{err}"
+        );
+        let garbage = dir.path().join("garbage.safetensors");
+        fs::write(&garbage, b"not a checkpoint at all").unwrap();
+        assert!(matches!(
+            load_var_store(&mut r.backbone_vs, &garbage),
+            Err(CheckpointError::Format { .. })
+        ));
+
+        // A different model: missing keys and wrong shapes are named.
+        let other = nn::VarStore::new(Device::Cpu);
+        let _ = build_backbone(
+            "tiny",
+            &other.root(),
+            &BackboneCfg {
+                embedding_dim: 8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let other_path = dir.path().join("other.safetensors");
+        save_var_store(&other, &other_path).unwrap();
+        let err = load_var_store(&mut r.backbone_vs, &other_path).unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::Shape { key, .. } if key.starts_with("fc.") || key.starts_with("features.")),
+            "{err}"
+        );
+        let err = load_stores(&other_path, &mut [("backbone", &mut r.backbone_vs)]).unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::Missing { key, .. } if key.starts_with("backbone/")),
+            "{err}"
+        );
+
+        let pt = dir.path().join("model.pt");
+        assert!(matches!(
+            save_var_store(&r.backbone_vs, &pt),
+            Err(CheckpointError::Extension { .. })
+        ));
+        let err = save_stores(&good, &[("a", &r.backbone_vs), ("a", &r.head_vs)]).unwrap_err();
+        assert!(matches!(err, CheckpointError::StoreName { .. }));
+        let err = save_var_store(
+            &r.backbone_vs,
+            Path::new("/nonexistent-maskgate-dir/x.safetensors"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, CheckpointError::Io { .. }), "{err}");
+    }
 }
