@@ -6,6 +6,7 @@
 //! - [`loss`]: ArcFace, CosFace, ElasticFace(+), AdaFace heads; USS; MaskInv distillation.
 //! - [`checkpoint`]: atomic safetensors save/load of VarStores.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod loss;
 pub mod model;

@@ -5,7 +5,7 @@
 //! and the (B,512,7,7) output of `layer4` (before `bn2`) for the transformer branch.
 //! Variable names equal the arcface_torch state-dict keys (`conv1`, `bn1`, `prelu`,
 //! `layer1.0.bn1`, `layer1.0.downsample.0`, `bn2`, `fc`, `features`, ...), so a converted
-//! checkpoint loads unrenamed (docs/CONVERT.md).
+//! checkpoint loads unrenamed (trainer/docs/CONVERT.md).
 
 use super::layers::{batch_norm2d, Conv, ConvSpec, FixedGammaBatchNorm1d, PRelu};
 use super::{Backbone, BackboneCfg, BackboneOutput};
