@@ -92,6 +92,13 @@ impl ClassCentres {
 
     /// Checks `embeddings` (B,D) float and `labels` (B,) int64 in range.
     pub fn validate(&self, embeddings: &Tensor, labels: &Tensor) -> Result<(), LossError> {
+        if embeddings.device() != self.weight.device() {
+            return Err(LossError::Shape(format!(
+                "embeddings on {:?}, class centres on {:?}",
+                embeddings.device(),
+                self.weight.device()
+            )));
+        }
         validate_batch(embeddings, labels, self.dim, self.classes)
     }
 
@@ -124,6 +131,13 @@ pub(crate) fn validate_batch(
         return Err(LossError::Shape(format!(
             "embeddings must be float (B,{dim}) with B >= 1, got {:?} {e:?}",
             embeddings.kind()
+        )));
+    }
+    if labels.device() != embeddings.device() {
+        return Err(LossError::Shape(format!(
+            "labels on {:?}, embeddings on {:?}",
+            labels.device(),
+            embeddings.device()
         )));
     }
     let l = labels.size();

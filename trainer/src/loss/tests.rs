@@ -285,9 +285,12 @@ fn applied_cos_margins(cfg: ElasticFaceCfg, e: &Tensor, y: &Tensor) -> (Vec<f64>
 #[test]
 fn elasticface_plus_gives_the_largest_margin_to_the_lowest_target_cosine() {
     tch::manual_seed(7);
-    // Eight samples of class 0 at spread angles: distinct target cosines.
-    let e: Vec<[f64; 2]> = (0..8)
-        .map(|k| [(0.3 * k as f64).cos(), (0.3 * k as f64).sin()])
+    // Eight samples of class 0 at spread angles: distinct target cosines, in an order whose
+    // sort permutation is not its own inverse (else the released code's mistake is invisible).
+    let order = [2.0, 5.0, 0.0, 7.0, 3.0, 6.0, 1.0, 4.0];
+    let e: Vec<[f64; 2]> = order
+        .iter()
+        .map(|k: &f64| [(0.3 * k).cos(), (0.3 * k).sin()])
         .collect();
     let y = labels(&[0; 8]);
     let (cos, m) = applied_cos_margins(

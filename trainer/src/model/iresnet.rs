@@ -146,6 +146,7 @@ pub struct IResNet {
     feature_channels: i64,
     feature_hw: i64,
     macs: u64,
+    input_size: i64,
 }
 
 impl IResNet {
@@ -188,6 +189,7 @@ impl IResNet {
             feature_channels: in_c,
             feature_hw: hw,
             macs,
+            input_size: cfg.input_size,
         }
     }
 }
@@ -225,6 +227,10 @@ impl Backbone for IResNet {
 
     fn macs(&self) -> u64 {
         self.macs
+    }
+
+    fn input_size(&self) -> i64 {
+        self.input_size
     }
 }
 

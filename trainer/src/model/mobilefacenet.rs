@@ -164,6 +164,7 @@ pub struct MobileFaceNet {
     embedding_dim: i64,
     feature_hw: i64,
     macs: u64,
+    input_size: i64,
 }
 
 /// Channels of `conv_sep` and of the GDC head (fixed in the reference code).
@@ -237,6 +238,7 @@ impl MobileFaceNet {
             embedding_dim: cfg.embedding_dim,
             feature_hw: hw,
             macs,
+            input_size: cfg.input_size,
         }
     }
 }
@@ -288,6 +290,10 @@ impl Backbone for MobileFaceNet {
 
     fn macs(&self) -> u64 {
         self.macs
+    }
+
+    fn input_size(&self) -> i64 {
+        self.input_size
     }
 }
 

@@ -62,6 +62,28 @@ pub trait Backbone: std::fmt::Debug + Send {
     /// Multiply-adds of one forward pass of one image at the configured input size, counted
     /// analytically per conv and linear layer (BN, PReLU and additions are not counted).
     fn macs(&self) -> u64;
+    /// Side of the square input the backbone was built for.
+    fn input_size(&self) -> i64;
+
+    /// Checks that `xs` is a float (B,3,S,S) batch of the configured size, so a bad batch is an
+    /// error instead of a libtorch panic inside `forward_t`.
+    fn check_input(&self, xs: &Tensor) -> Result<(), ModelError> {
+        let s = self.input_size();
+        let size = xs.size();
+        let ok = size.len() == 4 && size[0] >= 1 && size[1..] == [3, s, s];
+        if !ok
+            || !matches!(
+                xs.kind(),
+                tch::Kind::Float | tch::Kind::Double | tch::Kind::Half | tch::Kind::BFloat16
+            )
+        {
+            return Err(ModelError::BadInput(format!(
+                "expected a float (B,3,{s},{s}) batch, got {:?} {size:?}",
+                xs.kind()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Errors building a backbone.
@@ -71,6 +93,8 @@ pub enum ModelError {
     UnknownBackbone { name: String },
     #[error("bad backbone config: {0}")]
     BadConfig(String),
+    #[error("bad backbone input: {0}")]
+    BadInput(String),
 }
 
 /// Short names accepted by [`build_backbone`], smallest first.

@@ -201,6 +201,15 @@ fn forward_shapes_train_and_eval() {
             (channels, 7, 64)
         );
         let x = Tensor::randn([2, 3, 112, 112], (Kind::Float, Device::Cpu));
+        net.check_input(&x).unwrap();
+        assert!(matches!(
+            net.check_input(&x.narrow(2, 0, 100)),
+            Err(ModelError::BadInput(_))
+        ));
+        assert!(matches!(
+            net.check_input(&x.to_kind(Kind::Int64)),
+            Err(ModelError::BadInput(_))
+        ));
         let out = net.forward_t(&x, true);
         assert_eq!(out.embedding.size(), vec![2, 64], "{name}");
         assert_eq!(out.feature_map.size(), vec![2, channels, 7, 7], "{name}");
