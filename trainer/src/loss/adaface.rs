@@ -57,7 +57,7 @@ pub struct AdaFace {
 impl AdaFace {
     pub fn new(p: &nn::Path, cfg: &AdaFaceCfg, classes: i64, dim: i64) -> Result<Self, LossError> {
         check_scale_margin(cfg.s, cfg.m, cfg.eps)?;
-        if !(0.0..=1.0).contains(&cfg.t_alpha) || !(cfg.h >= 0.0) {
+        if !(0.0..=1.0).contains(&cfg.t_alpha) || cfg.h.is_nan() || cfg.h < 0.0 {
             return Err(LossError::BadConfig(format!(
                 "AdaFace needs 0 <= t_alpha <= 1 and h >= 0, got {cfg:?}"
             )));

@@ -209,7 +209,9 @@ pub fn build_head(
 }
 
 pub(crate) fn check_scale_margin(s: f64, m: f64, eps: f64) -> Result<(), LossError> {
-    if !(s > 0.0 && s.is_finite()) || !m.is_finite() || !(eps > 0.0 && eps < 0.5) {
+    let scale_ok = s > 0.0 && s.is_finite();
+    let eps_ok = eps > 0.0 && eps < 0.5;
+    if !scale_ok || !m.is_finite() || !eps_ok {
         return Err(LossError::BadConfig(format!(
             "need s > 0, finite m, 0 < eps < 0.5; got s={s} m={m} eps={eps}"
         )));

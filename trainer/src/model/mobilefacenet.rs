@@ -130,8 +130,8 @@ impl DepthWise {
 /// One entry of the reference `self.layers` ModuleList.
 #[derive(Debug)]
 enum Stage {
-    Conv(ConvBlock),
-    Unit(DepthWise),
+    Conv(Box<ConvBlock>),
+    Unit(Box<DepthWise>),
     /// `Residual`: a `layers` Sequential of residual DepthWise units.
     Residual(Vec<DepthWise>),
 }
@@ -181,11 +181,11 @@ impl MobileFaceNet {
         let stem = ConvBlock::new(&l / 0, ConvSpec::new(3, c1, 3, 2, 1), cfg.input_size);
         let mut hw = stem.conv.out_hw;
         macs += stem.conv.macs;
-        stages.push(Stage::Conv(stem));
+        stages.push(Stage::Conv(Box::new(stem)));
         if arch.blocks[0] == 1 {
             let c = ConvBlock::new(&l / 1, ConvSpec::new(c1, c1, 3, 1, 1).groups(64), hw);
             macs += c.conv.macs;
-            stages.push(Stage::Conv(c));
+            stages.push(Stage::Conv(Box::new(c)));
         } else {
             stages.push(Stage::Residual(residual_units(
                 &(&l / 1),
@@ -206,7 +206,7 @@ impl MobileFaceNet {
             let unit = DepthWise::new(&l / stages.len(), in_c, out_c, 2, exp_down, false, hw);
             hw = unit.out_hw();
             macs += unit.macs();
-            stages.push(Stage::Unit(unit));
+            stages.push(Stage::Unit(Box::new(unit)));
             let units = residual_units(&(&l / stages.len()), out_c, blocks, exp_res, hw, &mut macs);
             stages.push(Stage::Residual(units));
         }

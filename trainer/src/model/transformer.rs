@@ -132,7 +132,11 @@ impl TransformerAux {
                 cfg.d_model, cfg.heads
             )));
         }
-        if cfg.mlp_ratio < 1 || !(0.0..1.0).contains(&cfg.dropout) || !(cfg.lambda >= 0.0) {
+        if cfg.mlp_ratio < 1
+            || !(0.0..1.0).contains(&cfg.dropout)
+            || cfg.lambda.is_nan()
+            || cfg.lambda < 0.0
+        {
             return Err(ModelError::BadConfig(format!(
                 "transformer needs mlp_ratio >= 1, dropout in [0,1), lambda >= 0; got {cfg:?}"
             )));
