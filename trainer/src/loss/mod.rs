@@ -148,7 +148,9 @@ pub(crate) fn validate_batch(
             labels.kind()
         )));
     }
-    let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
+    // One device sync for both bounds.
+    let bounds = Tensor::stack(&[labels.min(), labels.max()], 0).to_device(tch::Device::Cpu);
+    let (lo, hi) = (bounds.int64_value(&[0]), bounds.int64_value(&[1]));
     for label in [lo, hi] {
         if !(0..classes).contains(&label) {
             return Err(LossError::Label { label, classes });

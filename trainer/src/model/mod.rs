@@ -126,14 +126,29 @@ pub fn build_backbone(
             cfg.dropout
         )));
     }
-    let iresnet = |arch: IResNetCfg| -> Box<dyn Backbone> { Box::new(IResNet::new(p, &arch, cfg)) };
+    Ok(match arch(name)? {
+        Arch::IResNet(a) => Box::new(IResNet::new(p, &a, cfg)),
+        Arch::MobileFaceNet(a) => Box::new(MobileFaceNet::new(p, &a, cfg)),
+    })
+}
+
+/// The architecture behind a registered name: what an exporter needs to rebuild the graph from
+/// the VarStore keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Arch {
+    IResNet(IResNetCfg),
+    MobileFaceNet(MobileFaceNetCfg),
+}
+
+/// Looks up a registered backbone name.
+pub fn arch(name: &str) -> Result<Arch, ModelError> {
     Ok(match name {
-        "tiny" => iresnet(IResNetCfg::tiny()),
-        "r18" => iresnet(IResNetCfg::r18()),
-        "r34" => iresnet(IResNetCfg::r34()),
-        "r50" => iresnet(IResNetCfg::r50()),
-        "r100" => iresnet(IResNetCfg::r100()),
-        "mbf" => Box::new(MobileFaceNet::new(p, &MobileFaceNetCfg::mbf(), cfg)),
+        "tiny" => Arch::IResNet(IResNetCfg::tiny()),
+        "r18" => Arch::IResNet(IResNetCfg::r18()),
+        "r34" => Arch::IResNet(IResNetCfg::r34()),
+        "r50" => Arch::IResNet(IResNetCfg::r50()),
+        "r100" => Arch::IResNet(IResNetCfg::r100()),
+        "mbf" => Arch::MobileFaceNet(MobileFaceNetCfg::mbf()),
         _ => {
             return Err(ModelError::UnknownBackbone {
                 name: name.to_string(),
