@@ -110,9 +110,8 @@ impl AdaFace {
 
 impl MarginHead for AdaFace {
     fn forward(&mut self, embeddings: &Tensor, labels: &Tensor) -> Result<HeadOutput, LossError> {
-        self.centres.validate(embeddings, labels)?;
         let eps = self.cfg.eps;
-        let cos = self.centres.cosine(embeddings).clamp(-1.0 + eps, 1.0 - eps);
+        let (cos, cos_y) = self.centres.clamped_cosines(embeddings, labels, eps)?;
         let norms = embeddings
             .detach()
             .norm_scalaropt_dim(2, [-1], false)
@@ -123,7 +122,6 @@ impl MarginHead for AdaFace {
             .clamp(-1.0, 1.0)
             .to_kind(cos.kind());
         let m = self.cfg.m;
-        let cos_y = cos.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
         let theta = (cos_y.acos() - &z * m).clamp(eps, std::f64::consts::PI - eps);
         let target = theta.cos() - (z * m + m);
         Ok(head_output(
@@ -132,11 +130,7 @@ impl MarginHead for AdaFace {
         ))
     }
 
-    fn num_classes(&self) -> i64 {
-        self.centres.classes()
-    }
-
-    fn embedding_dim(&self) -> i64 {
-        self.centres.dim()
+    fn centres(&self) -> &ClassCentres {
+        &self.centres
     }
 }

@@ -64,12 +64,9 @@ impl ArcFace {
 
 impl MarginHead for ArcFace {
     fn forward(&mut self, embeddings: &Tensor, labels: &Tensor) -> Result<HeadOutput, LossError> {
-        self.centres.validate(embeddings, labels)?;
-        let cos = self
+        let (cos, cos_y) = self
             .centres
-            .cosine(embeddings)
-            .clamp(-1.0 + self.cfg.eps, 1.0 - self.cfg.eps);
-        let cos_y = cos.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+            .clamped_cosines(embeddings, labels, self.cfg.eps)?;
         let m = Tensor::full_like(&cos_y, self.cfg.m);
         let target = additive_angular(&cos_y, &m);
         let target = match self.cfg.gradient {
@@ -82,11 +79,7 @@ impl MarginHead for ArcFace {
         ))
     }
 
-    fn num_classes(&self) -> i64 {
-        self.centres.classes()
-    }
-
-    fn embedding_dim(&self) -> i64 {
-        self.centres.dim()
+    fn centres(&self) -> &ClassCentres {
+        &self.centres
     }
 }

@@ -45,12 +45,9 @@ impl CosFace {
 
 impl MarginHead for CosFace {
     fn forward(&mut self, embeddings: &Tensor, labels: &Tensor) -> Result<HeadOutput, LossError> {
-        self.centres.validate(embeddings, labels)?;
-        let cos = self
+        let (cos, cos_y) = self
             .centres
-            .cosine(embeddings)
-            .clamp(-1.0 + self.cfg.eps, 1.0 - self.cfg.eps);
-        let cos_y = cos.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+            .clamped_cosines(embeddings, labels, self.cfg.eps)?;
         let target = cos_y - self.cfg.m;
         Ok(head_output(
             margin_logits(&cos, labels, &target, self.cfg.s),
@@ -58,11 +55,7 @@ impl MarginHead for CosFace {
         ))
     }
 
-    fn num_classes(&self) -> i64 {
-        self.centres.classes()
-    }
-
-    fn embedding_dim(&self) -> i64 {
-        self.centres.dim()
+    fn centres(&self) -> &ClassCentres {
+        &self.centres
     }
 }

@@ -131,12 +131,9 @@ pub fn rank_match(margins: &Tensor, target_cos: &Tensor) -> Tensor {
 
 impl MarginHead for ElasticFace {
     fn forward(&mut self, embeddings: &Tensor, labels: &Tensor) -> Result<HeadOutput, LossError> {
-        self.centres.validate(embeddings, labels)?;
-        let cos = self
+        let (cos, cos_y) = self
             .centres
-            .cosine(embeddings)
-            .clamp(-1.0 + self.cfg.eps, 1.0 - self.cfg.eps);
-        let cos_y = cos.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+            .clamped_cosines(embeddings, labels, self.cfg.eps)?;
         let draws = Tensor::randn(cos_y.size(), (Kind::Float, cos_y.device()))
             .to_kind(cos_y.kind())
             * self.cfg.sigma
@@ -156,11 +153,7 @@ impl MarginHead for ElasticFace {
         ))
     }
 
-    fn num_classes(&self) -> i64 {
-        self.centres.classes()
-    }
-
-    fn embedding_dim(&self) -> i64 {
-        self.centres.dim()
+    fn centres(&self) -> &ClassCentres {
+        &self.centres
     }
 }

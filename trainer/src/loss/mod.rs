@@ -37,8 +37,14 @@ pub trait MarginHead: std::fmt::Debug + Send {
     /// `embeddings` (B,D) float, un-normalised; `labels` (B,) int64 in [0, C). May update state
     /// (AdaFace EMA) and draw random margins (ElasticFace), hence `&mut self`.
     fn forward(&mut self, embeddings: &Tensor, labels: &Tensor) -> Result<HeadOutput, LossError>;
-    fn num_classes(&self) -> i64;
-    fn embedding_dim(&self) -> i64;
+    /// The head's class centres.
+    fn centres(&self) -> &ClassCentres;
+    fn num_classes(&self) -> i64 {
+        self.centres().classes()
+    }
+    fn embedding_dim(&self) -> i64 {
+        self.centres().dim()
+    }
 }
 
 /// Errors of the loss modules: bad shapes or labels given by the caller.
@@ -88,6 +94,20 @@ impl ClassCentres {
     /// (B,C) cosines between the normalised embeddings and the normalised centres.
     pub fn cosine(&self, embeddings: &Tensor) -> Tensor {
         l2_normalize(embeddings).matmul(&l2_normalize(&self.weight).tr())
+    }
+
+    /// Validates the batch, then returns the (B,C) cosines clamped to [-1+eps, 1-eps] and their
+    /// (B,) target column.
+    pub fn clamped_cosines(
+        &self,
+        embeddings: &Tensor,
+        labels: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, Tensor), LossError> {
+        self.validate(embeddings, labels)?;
+        let cos = self.cosine(embeddings).clamp(-1.0 + eps, 1.0 - eps);
+        let cos_y = cos.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+        Ok((cos, cos_y))
     }
 
     /// Checks `embeddings` (B,D) float and `labels` (B,) int64 in range.
