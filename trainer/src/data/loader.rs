@@ -1,0 +1,350 @@
+//! The training loader: decode, mask and augment in parallel into batches, with prefetch.
+//!
+//! Determinism: every random choice for a sample (flip, whether to mask, the mask, the other
+//! augmentations) comes from a generator seeded by `(seed, epoch, dataset index)`, and the epoch
+//! order from `(seed, epoch)`. Batches are therefore identical whatever the number of threads or
+//! their timing, and a sample is augmented the same way whichever batch or rank it lands in.
+//!
+//! Each sample yields two views that differ only by the mask: the student input (masked with
+//! probability pMask) and, when `teacher_view` is on, the same augmented image unmasked for the
+//! MaskInv teacher (METHODS §5).
+
+use super::augment::AugmentConfig;
+use super::mask::{MaskMode, Masker};
+use super::synth::rng_for;
+use super::{decode_face, DataError, FaceSource};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rayon::prelude::*;
+use shared::{PreprocessSpec, ARCFACE_TEMPLATE_112};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// How batches are formed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    pub seed: u64,
+    pub shuffle: bool,
+    /// Drop the last incomplete batch (training); keep it for evaluation passes.
+    pub drop_last: bool,
+    /// This process's shard: it sees every `world_size`-th sample of the epoch order.
+    pub rank: usize,
+    pub world_size: usize,
+    /// Decode/augment threads; 0 = one per core.
+    pub workers: usize,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+    pub augment: AugmentConfig,
+    /// Also produce the unmasked teacher view.
+    pub teacher_view: bool,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 128,
+            seed: 0,
+            shuffle: true,
+            drop_last: true,
+            rank: 0,
+            world_size: 1,
+            workers: 0,
+            prefetch: 2,
+            augment: AugmentConfig::default(),
+            teacher_view: true,
+        }
+    }
+}
+
+/// One batch in plain buffers: inputs are NCHW f32 from `shared::PreprocessSpec`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Student input: augmented, masked where `masked[i]`.
+    pub student: Vec<f32>,
+    /// The same augmented images unmasked (the teacher's view), when enabled.
+    pub teacher: Option<Vec<f32>>,
+    pub labels: Vec<i64>,
+    /// Whether sample i was masked (labels for a mask head).
+    pub masked: Vec<bool>,
+    /// Dataset index and flip of each sample: the key of a cached teacher embedding.
+    pub indices: Vec<usize>,
+    pub flipped: Vec<bool>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The batch as tensors on `device`: the one place the data module meets libtorch.
+    pub fn to_tensors(&self, device: tch::Device) -> BatchTensors {
+        let n = self.len() as i64;
+        let side = super::FACE_SIZE as i64;
+        let images = |v: &[f32]| {
+            tch::Tensor::from_slice(v)
+                .view([n, 3, side, side])
+                .to_device(device)
+        };
+        BatchTensors {
+            student: images(&self.student),
+            teacher: self.teacher.as_deref().map(images),
+            labels: tch::Tensor::from_slice(&self.labels).to_device(device),
+            masked: tch::Tensor::from_slice(&self.masked).to_device(device),
+        }
+    }
+}
+
+/// [`Batch`] on a device.
+#[derive(Debug)]
+pub struct BatchTensors {
+    pub student: tch::Tensor,
+    pub teacher: Option<tch::Tensor>,
+    pub labels: tch::Tensor,
+    pub masked: tch::Tensor,
+}
+
+struct Inner {
+    source: Arc<dyn FaceSource>,
+    cfg: LoaderConfig,
+    masker: Option<Masker>,
+    spec: PreprocessSpec,
+    pool: rayon::ThreadPool,
+}
+
+/// A reusable loader over a [`FaceSource`]; cheap to clone.
+#[derive(Clone)]
+pub struct Loader {
+    inner: Arc<Inner>,
+}
+
+/// One prepared sample.
+struct Prepared {
+    student: Vec<f32>,
+    teacher: Option<Vec<f32>>,
+    label: i64,
+    masked: bool,
+    flipped: bool,
+}
+
+impl Loader {
+    /// `masker` = None trains without masks.
+    pub fn new(
+        source: Arc<dyn FaceSource>,
+        cfg: LoaderConfig,
+        masker: Option<Masker>,
+    ) -> Result<Self, DataError> {
+        if cfg.batch_size == 0 {
+            return Err(DataError::Config("batch size must be at least 1".into()));
+        }
+        if cfg.world_size == 0 || cfg.rank >= cfg.world_size {
+            return Err(DataError::Config(format!(
+                "rank {} is not in 0..world size {}",
+                cfg.rank, cfg.world_size
+            )));
+        }
+        if source.is_empty() {
+            return Err(DataError::Config("the dataset is empty".into()));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.workers)
+            .thread_name(|i| format!("loader-{i}"))
+            .build()
+            .map_err(|e| DataError::Config(format!("cannot start loader threads: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                source,
+                cfg,
+                masker,
+                spec: PreprocessSpec::arcface_112(),
+                pool,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.inner.cfg
+    }
+    pub fn num_classes(&self) -> usize {
+        self.inner.source.num_classes()
+    }
+
+    /// This rank's dataset indices for `epoch`, in order. Every rank gets the same count.
+    pub fn epoch_indices(&self, epoch: u64) -> Vec<usize> {
+        let cfg = &self.inner.cfg;
+        let n = self.inner.source.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        if cfg.shuffle {
+            order.shuffle(&mut rng_for(&[cfg.seed, epoch, 0x5_0FF1E]));
+        }
+        let per_rank = n / cfg.world_size;
+        order
+            .into_iter()
+            .skip(cfg.rank)
+            .step_by(cfg.world_size)
+            .take(per_rank)
+            .collect()
+    }
+
+    pub fn batches_per_epoch(&self) -> usize {
+        let (n, b) = (
+            self.inner.source.len() / self.inner.cfg.world_size,
+            self.inner.cfg.batch_size,
+        );
+        if self.inner.cfg.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    /// Build the batch of the given dataset indices (synchronously, on the loader's threads).
+    pub fn load_batch(&self, epoch: u64, indices: &[usize]) -> Result<Batch, DataError> {
+        let inner = &self.inner;
+        let prepared: Vec<Prepared> = inner.pool.install(|| {
+            indices
+                .par_iter()
+                .map(|&i| inner.prepare(epoch, i))
+                .collect::<Result<_, _>>()
+        })?;
+        let len = inner.spec.input_len();
+        let mut student = Vec::with_capacity(len * prepared.len());
+        let mut teacher = inner
+            .cfg
+            .teacher_view
+            .then(|| Vec::with_capacity(len * prepared.len()));
+        let mut batch = Batch {
+            student: Vec::new(),
+            teacher: None,
+            labels: Vec::with_capacity(prepared.len()),
+            masked: Vec::with_capacity(prepared.len()),
+            indices: indices.to_vec(),
+            flipped: Vec::with_capacity(prepared.len()),
+        };
+        for p in prepared {
+            student.extend_from_slice(&p.student);
+            if let (Some(t), Some(pt)) = (teacher.as_mut(), p.teacher.as_ref()) {
+                t.extend_from_slice(pt);
+            }
+            batch.labels.push(p.label);
+            batch.masked.push(p.masked);
+            batch.flipped.push(p.flipped);
+        }
+        batch.student = student;
+        batch.teacher = teacher;
+        Ok(batch)
+    }
+
+    /// Iterate over this rank's batches of `epoch`, prepared `prefetch` batches ahead on a
+    /// background thread. Dropping the iterator stops the work.
+    pub fn epoch(&self, epoch: u64) -> EpochIter {
+        let loader = self.clone();
+        let (tx, rx) = sync_channel(self.inner.cfg.prefetch.max(1));
+        let handle = std::thread::Builder::new()
+            .name("loader-prefetch".into())
+            .spawn(move || {
+                let cfg = &loader.inner.cfg;
+                let indices = loader.epoch_indices(epoch);
+                for chunk in indices.chunks(cfg.batch_size) {
+                    if cfg.drop_last && chunk.len() < cfg.batch_size {
+                        break;
+                    }
+                    let batch = loader.load_batch(epoch, chunk);
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        match handle {
+            Ok(h) => EpochIter {
+                rx: Some(rx),
+                handle: Some(h),
+                failed: None,
+            },
+            Err(e) => EpochIter {
+                rx: None,
+                handle: None,
+                failed: Some(DataError::Config(format!(
+                    "cannot start the prefetch thread: {e}"
+                ))),
+            },
+        }
+    }
+}
+
+impl Inner {
+    fn prepare(&self, epoch: u64, index: usize) -> Result<Prepared, DataError> {
+        let face = self.source.read(index)?;
+        let img = decode_face(&face.bytes, &face.origin)?;
+        let mut rng = rng_for(&[self.cfg.seed, epoch, index as u64, 0xA06]);
+        let plan = self.cfg.augment.draw(&mut rng, img.width());
+        let masked = match &self.masker {
+            Some(m) => rng.gen::<f32>() < m.cfg.p_mask,
+            None => false,
+        };
+        let mut student_img = img.clone();
+        if let (true, Some(m)) = (masked, &self.masker) {
+            m.apply(
+                &mut student_img,
+                &ARCFACE_TEMPLATE_112,
+                &mut rng,
+                MaskMode::Train,
+            );
+        }
+        plan.apply(&mut student_img);
+        let to_input = |im: &image::RgbImage| {
+            self.spec
+                .input_from_aligned(im, plan.flip)
+                .map_err(|e| DataError::Config(format!("{}: {e}", face.origin)))
+        };
+        let student = to_input(&student_img)?;
+        let teacher = match (self.cfg.teacher_view, masked) {
+            (false, _) => None,
+            (true, false) => Some(student.clone()),
+            (true, true) => {
+                let mut t = img;
+                plan.apply(&mut t);
+                Some(to_input(&t)?)
+            }
+        };
+        Ok(Prepared {
+            student,
+            teacher,
+            label: face.label as i64,
+            masked,
+            flipped: plan.flip,
+        })
+    }
+}
+
+/// Batches of one epoch; see [`Loader::epoch`].
+pub struct EpochIter {
+    rx: Option<Receiver<Result<Batch, DataError>>>,
+    handle: Option<JoinHandle<()>>,
+    failed: Option<DataError>,
+}
+
+impl Iterator for EpochIter {
+    type Item = Result<Batch, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for EpochIter {
+    fn drop(&mut self) {
+        // Closing the channel makes a blocked producer's send fail, so the join is prompt.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
