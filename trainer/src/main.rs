@@ -82,6 +82,10 @@ enum DataCommand {
         /// Also write the first 32 images as an 8x4 contact sheet (PNG).
         #[arg(long)]
         sheet: Option<PathBuf>,
+        /// Preview masks on the sheet: `procedural` or a MaskTheFace-style directory (training
+        /// mode, fixed seed).
+        #[arg(long, requires = "sheet")]
+        masks: Option<String>,
     },
 }
 
@@ -214,7 +218,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect(file: PathBuf, sheet: Option<PathBuf>) -> Result<()> {
+fn inspect(file: PathBuf, sheet: Option<PathBuf>, masks: Option<String>) -> Result<()> {
     let mut encoded: Vec<(Vec<u8>, String)> = Vec::new();
     match file.extension().and_then(|e| e.to_str()) {
         Some("rec") => {
@@ -279,8 +283,25 @@ fn inspect(file: PathBuf, sheet: Option<PathBuf>) -> Result<()> {
     if let Some(sheet) = sheet {
         let side = data::FACE_SIZE;
         let mut canvas = image::RgbImage::new(8 * side, 4 * side);
+        let masker = match masks.as_deref() {
+            None => None,
+            Some("procedural") => Some(data::mask::Masker::procedural(Default::default())),
+            Some(dir) => Some(data::mask::Masker::from_dir(
+                std::path::Path::new(dir),
+                Default::default(),
+            )?),
+        };
         for (k, (bytes, origin)) in encoded.iter().enumerate() {
-            let img = data::decode_face(bytes, origin)?;
+            let mut img = data::decode_face(bytes, origin)?;
+            if let Some(m) = &masker {
+                let mut rng = data::synth::rng_for(&[k as u64]);
+                m.apply(
+                    &mut img,
+                    &shared::ARCFACE_TEMPLATE_112,
+                    &mut rng,
+                    data::mask::MaskMode::Train,
+                );
+            }
             image::imageops::replace(
                 &mut canvas,
                 &img,
@@ -310,7 +331,9 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Synth(a)) => synth(a),
         Some(Command::Pack(a)) => pack(a),
         Some(Command::Data(DataCommand::Bench(a))) => bench(a),
-        Some(Command::Data(DataCommand::Inspect { file, sheet })) => inspect(file, sheet),
+        Some(Command::Data(DataCommand::Inspect { file, sheet, masks })) => {
+            inspect(file, sheet, masks)
+        }
     }
 }
 

@@ -165,7 +165,11 @@ mod tests {
 
     fn face() -> RgbImage {
         RgbImage::from_fn(112, 112, |x, y| {
-            image::Rgb([(x * 2) as u8, (y * 2) as u8, ((x + y) % 256) as u8])
+            image::Rgb([
+                (x * 2) as u8,
+                (y * 2) as u8,
+                (((x / 2 + y / 2) % 2) * 200) as u8,
+            ])
         })
     }
 

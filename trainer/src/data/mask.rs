@@ -50,11 +50,11 @@ pub fn face_anchors(lm: &Landmarks5) -> [[f32; 2]; 6] {
     let ux = [re[0] - le[0], re[1] - le[1]];
     let uy = [-ux[1], ux[0]];
     // (x, y) in eye-distance units; y grows towards the chin. With the ArcFace template the top
-    // edge sits ~7 px below the eye centres and the chin point ~2 px above the crop's bottom.
+    // edge sits ~8 px below the eye centres and the chin point ~2 px above the crop's bottom.
     const FRAME: [[f32; 2]; 6] = [
-        [-1.05, 0.33],
-        [0.0, 0.2],
-        [1.05, 0.33],
+        [-1.05, 0.36],
+        [0.0, 0.22],
+        [1.05, 0.36],
         [-0.85, 1.3],
         [0.0, 1.62],
         [0.85, 1.3],
@@ -417,7 +417,7 @@ impl Masker {
                 p[0] += rng.gen_range(-s..=s);
                 // Top points only move down (a higher mask would reach the eyes).
                 p[1] += if i < 3 {
-                    rng.gen_range(-0.3 * s..=s)
+                    rng.gen_range(0.0..=s)
                 } else {
                     rng.gen_range(-s..=s)
                 };
@@ -608,6 +608,7 @@ mod tests {
 
     fn check_covers_nose_and_mouth_not_eyes(masker: &Masker) {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut worst = 0f32;
         for mode in [
             MaskMode::Eval,
             MaskMode::Train,
@@ -628,8 +629,10 @@ mod tests {
                 assert!(nose > 0.95, "{mode:?}: nose coverage {nose}");
                 assert!(mouth > 0.95, "{mode:?}: mouth coverage {mouth}");
                 assert!(eyes < 0.02, "{mode:?}: eye coverage {eyes}");
+                worst = worst.max(eyes);
             }
         }
+        eprintln!("worst eye coverage {worst}");
     }
 
     #[test]
