@@ -539,50 +539,57 @@ fn procedural_layer(
         alpha: vec![0.0; w * h],
     };
     let (x0, y0, x1, y1) = bbox(&poly, w, h, 1.0);
+    let mut row = vec![0f32; w];
+    let mut crossings: Vec<f32> = Vec::with_capacity(poly.len());
     for y in y0..y1 {
+        polygon_row_coverage(&poly, y as f32, &mut crossings, &mut row[..]);
+        let rel = ((y as f32 - top) / (bottom - top)).clamp(0.0, 1.0);
+        let pleat = ((rel * pleats as f32 * std::f32::consts::PI * 2.0).sin() * 0.5 + 0.5).powi(8);
+        let shade = (1.0 - 0.18 * rel) * (1.0 - 0.22 * pleat);
+        let rgb = colour.map(|c| c * shade);
         for x in x0..x1 {
-            let p = [x as f32, y as f32];
-            let d = signed_distance(&poly, p);
-            let alpha = (d + 0.5).clamp(0.0, 1.0);
-            if alpha <= 0.0 {
-                continue;
+            let alpha = row[x];
+            if alpha > 0.0 {
+                let i = y * w + x;
+                layer.alpha[i] = alpha.min(1.0);
+                layer.rgb[i] = rgb;
             }
-            let rel = ((p[1] - top) / (bottom - top)).clamp(0.0, 1.0);
-            let pleat =
-                ((rel * pleats as f32 * std::f32::consts::PI * 2.0).sin() * 0.5 + 0.5).powi(8);
-            let shade = (1.0 - 0.18 * rel) * (1.0 - 0.22 * pleat);
-            let i = y * w + x;
-            layer.alpha[i] = alpha;
-            layer.rgb[i] = colour.map(|c| c * shade);
         }
     }
     layer
 }
 
-/// Distance from `p` to the polygon's outline: positive inside, negative outside.
-fn signed_distance(poly: &[[f32; 2]], p: [f32; 2]) -> f32 {
-    let mut inside = false;
-    let mut best = f32::INFINITY;
-    for i in 0..poly.len() {
-        let (a, b) = (poly[i], poly[(i + 1) % poly.len()]);
-        if (a[1] > p[1]) != (b[1] > p[1])
-            && p[0] < (b[0] - a[0]) * (p[1] - a[1]) / (b[1] - a[1]) + a[0]
-        {
-            inside = !inside;
+/// Anti-aliased coverage of pixel row `y` (pixel centres at integer coordinates) by the
+/// polygon, written into `out`: four sub-scanlines, each adding the exact horizontal overlap of
+/// every pixel with the polygon's inside intervals (even-odd rule).
+fn polygon_row_coverage(poly: &[[f32; 2]], y: f32, crossings: &mut Vec<f32>, out: &mut [f32]) {
+    const SUB: usize = 4;
+    out.iter_mut().for_each(|v| *v = 0.0);
+    for s in 0..SUB {
+        let yy = y - 0.5 + (s as f32 + 0.5) / SUB as f32;
+        crossings.clear();
+        for i in 0..poly.len() {
+            let (a, b) = (poly[i], poly[(i + 1) % poly.len()]);
+            if (a[1] > yy) != (b[1] > yy) {
+                crossings.push(a[0] + (b[0] - a[0]) * (yy - a[1]) / (b[1] - a[1]));
+            }
         }
-        let (ex, ey) = (b[0] - a[0], b[1] - a[1]);
-        let len2 = ex * ex + ey * ey;
-        let t = if len2 > 0.0 {
-            (((p[0] - a[0]) * ex + (p[1] - a[1]) * ey) / len2).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        best = best.min((p[0] - a[0] - t * ex).hypot(p[1] - a[1] - t * ey));
-    }
-    if inside {
-        best
-    } else {
-        -best
+        crossings.sort_by(f32::total_cmp);
+        for pair in crossings.chunks_exact(2) {
+            // Pixel x covers [x - 0.5, x + 0.5).
+            let (l, r) = (
+                (pair[0] + 0.5).max(0.0),
+                (pair[1] + 0.5).min(out.len() as f32),
+            );
+            if r <= l {
+                continue;
+            }
+            let (first, last) = (l.floor() as usize, (r.ceil() as usize).min(out.len()));
+            for (x, v) in out.iter_mut().enumerate().take(last).skip(first) {
+                let overlap = (r.min(x as f32 + 1.0) - l.max(x as f32)).max(0.0);
+                *v += overlap / SUB as f32;
+            }
+        }
     }
 }
 
