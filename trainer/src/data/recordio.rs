@@ -662,3 +662,43 @@ mod tests {
         assert!(err.to_string().contains("grouped by class"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any payload, with the magic planted at any set of 4-byte-aligned record offsets,
+        /// comes back byte for byte.
+        #[test]
+        fn any_payload_round_trips(
+            mut payload in proptest::collection::vec(any::<u8>(), 0..300),
+            plant in proptest::collection::vec(0usize..80, 0..6),
+            labels in proptest::collection::vec(-1e6f32..1e6, 0..4),
+        ) {
+            let header = RecordHeader::array(labels.clone(), 9);
+            for p in plant {
+                // The header is 24 + 4n bytes, so payload offset 4p is record-aligned too.
+                let at = 4 * p;
+                if at + 4 <= payload.len() {
+                    payload[at..at + 4].copy_from_slice(&MAGIC.to_le_bytes());
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let rec = dir.path().join("p.rec");
+            let mut w = RecordWriter::create(&rec).unwrap();
+            w.write(1, &header, &payload).unwrap();
+            w.write(2, &RecordHeader::scalar(1.0, 2), &payload).unwrap();
+            w.finish().unwrap();
+            let f = RecordFile::open(&rec).unwrap();
+            for key in [1, 2] {
+                let r = f.read(key).unwrap();
+                let (h, p) = unpack_record(&r).unwrap();
+                prop_assert_eq!(p, &payload[..]);
+                if key == 1 { prop_assert_eq!(&h.labels, &labels); }
+            }
+        }
+    }
+}

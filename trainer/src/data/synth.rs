@@ -31,6 +31,9 @@ use std::path::{Path, PathBuf};
 pub struct Difficulty {
     /// How far identity traits spread around the average face (1 = default, smaller = more alike).
     pub identity_spread: f32,
+    /// Extra factor on the spread of the traits a mask leaves visible (eye geometry, brows,
+    /// hairline): below 1, people differ mostly below the eyes, so masked probes are harder.
+    pub upper_face_spread: f32,
     /// Maximum in-plane rotation (degrees), scale change (fraction) and shift (pixels).
     pub pose_deg: f32,
     pub scale_jitter: f32,
@@ -53,6 +56,7 @@ impl Default for Difficulty {
     fn default() -> Self {
         Self {
             identity_spread: 1.0,
+            upper_face_spread: 0.7,
             pose_deg: 6.0,
             scale_jitter: 0.05,
             shift_px: 2.0,
@@ -71,6 +75,7 @@ impl Difficulty {
     /// Few nuisances: for smoke tests that must learn quickly.
     pub fn easy() -> Self {
         Self {
+            upper_face_spread: 1.0,
             pose_deg: 2.0,
             scale_jitter: 0.02,
             shift_px: 1.0,
@@ -87,6 +92,7 @@ impl Difficulty {
     pub fn hard() -> Self {
         Self {
             identity_spread: 0.7,
+            upper_face_spread: 0.5,
             pose_deg: 10.0,
             scale_jitter: 0.08,
             shift_px: 3.0,
@@ -210,11 +216,13 @@ fn lerp3(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
 }
 
 impl Identity {
-    /// Traits of identity `id` under `seed`; `spread` scales deviations from the average face.
-    pub fn new(seed: u64, id: u64, spread: f32) -> Self {
+    /// Traits of identity `id` under `seed`, spread around the average face as `d` says.
+    pub fn new(seed: u64, id: u64, d: &Difficulty) -> Self {
         let mut r = rng_for(&[seed, id, 0x1D]);
-        let s = spread.max(0.0);
+        let s = d.identity_spread.max(0.0);
+        let up = s * d.upper_face_spread.max(0.0);
         let dev = |r: &mut ChaCha8Rng, range: f32| r.gen_range(-1.0f32..=1.0) * range * s;
+        let dev_up = |r: &mut ChaCha8Rng, range: f32| r.gen_range(-1.0f32..=1.0) * range * up;
         const SKINS: [[f32; 3]; 4] = [
             [245.0, 215.0, 190.0],
             [225.0, 180.0, 140.0],
@@ -257,20 +265,20 @@ impl Identity {
             jaw: 0.3 + dev(&mut r, 0.2),
             skin,
             hair,
-            hairline: 24.0 + dev(&mut r, 7.0),
-            hair_curve: 6.0 + dev(&mut r, 5.0),
-            hair_part: dev(&mut r, 12.0),
+            hairline: 24.0 + dev_up(&mut r, 7.0),
+            hair_curve: 6.0 + dev_up(&mut r, 5.0),
+            hair_part: dev_up(&mut r, 12.0),
             long_hair: r.gen_bool(0.4),
             greying: r.gen_range(0.0..1.0),
-            eye_dx: dev(&mut r, 2.5),
-            eye_dy: dev(&mut r, 1.5),
-            eye_w: 7.0 + dev(&mut r, 1.3),
-            eye_h: 3.3 + dev(&mut r, 0.8),
+            eye_dx: dev_up(&mut r, 2.5),
+            eye_dy: dev_up(&mut r, 1.5),
+            eye_w: 7.0 + dev_up(&mut r, 1.3),
+            eye_h: 3.3 + dev_up(&mut r, 0.8),
             iris,
-            brow_gap: 8.0 + dev(&mut r, 2.0),
-            brow_thick: 2.6 + dev(&mut r, 1.0),
-            brow_arch: 2.0 + dev(&mut r, 1.5),
-            brow_tilt: dev(&mut r, 1.5),
+            brow_gap: 8.0 + dev_up(&mut r, 2.0),
+            brow_thick: 2.6 + dev_up(&mut r, 1.0),
+            brow_arch: 2.0 + dev_up(&mut r, 1.5),
+            brow_tilt: dev_up(&mut r, 1.5),
             nose_dy: dev(&mut r, 2.5),
             nose_w: 6.5 + dev(&mut r, 1.5),
             mouth_dy: dev(&mut r, 2.0),
@@ -670,7 +678,7 @@ impl<'a> Scene<'a> {
 /// Render image `image` of identity `identity` (training and verification identities live in
 /// separate identity spaces; see [`generate`]). Returns the face and its five landmarks.
 pub fn render_face(seed: u64, identity: u64, image: u64, d: &Difficulty) -> (RgbImage, Landmarks5) {
-    let id = Identity::new(seed, identity, d.identity_spread);
+    let id = Identity::new(seed, identity, d);
     render_with(&id, &mut rng_for(&[seed, identity, image, 0x1A]), d)
 }
 
@@ -748,7 +756,7 @@ pub fn generate(
         let rendered: Vec<Result<Vec<(u32, Vec<u8>)>, DataError>> = block
             .par_iter()
             .map(|&i| {
-                let id = Identity::new(cfg.seed, i as u64, d.identity_spread);
+                let id = Identity::new(cfg.seed, i as u64, d);
                 (0..cfg.images_per_id)
                     .map(|k| {
                         let (img, _) = render_with(
@@ -981,5 +989,71 @@ mod tests {
         assert_eq!(plain.issame.iter().filter(|s| **s).count(), 10);
         assert_ne!(plain.images[0], masked.images[0], "probe is masked");
         assert_eq!(plain.images[1], masked.images[1], "reference is not");
+    }
+}
+
+#[cfg(test)]
+mod difficulty_tests {
+    use super::*;
+
+    /// The default difficulty, judged by the training-free pixel proxy on 200 pairs of 40 held-out
+    /// identities: unmasked pairs are separable but far from perfect, masked probes clearly
+    /// worse. (Full 1000-pair figures are printed by `trainer synth --proxy`.)
+    #[test]
+    fn default_difficulty_is_hard_but_learnable_and_masks_hurt() {
+        let cfg = SynthConfig {
+            identities: 1,
+            images_per_id: 1,
+            val_identities: 40,
+            val_pairs: 200,
+            seed: 3,
+            ..Default::default()
+        };
+        let (plain, masked) = verification_pairs(&cfg, &indicatif::ProgressBar::hidden()).unwrap();
+        let (acc, same, diff) = pixel_proxy_accuracy(&plain).unwrap();
+        let (macc, msame, mdiff) = pixel_proxy_accuracy(&masked).unwrap();
+        eprintln!("proxy unmasked {acc:.3} (cos {same:.3}/{diff:.3}), masked probe {macc:.3} (cos {msame:.3}/{mdiff:.3})");
+        assert!(
+            same > diff + 0.2,
+            "same-identity pairs must look more alike: {same} vs {diff}"
+        );
+        assert!((0.62..0.95).contains(&acc), "unmasked proxy accuracy {acc}");
+        assert!(
+            macc < acc - 0.03,
+            "masking the probe must cost accuracy: {macc} vs {acc}"
+        );
+        assert!(
+            macc > 0.5,
+            "masked probes still carry identity (eyes, brows, hair): {macc}"
+        );
+    }
+
+    #[test]
+    fn easier_settings_are_easier() {
+        let base = SynthConfig {
+            identities: 1,
+            images_per_id: 1,
+            val_identities: 40,
+            val_pairs: 200,
+            seed: 3,
+            ..Default::default()
+        };
+        let easy = SynthConfig {
+            difficulty: Difficulty::easy(),
+            ..base.clone()
+        };
+        let hard = SynthConfig {
+            difficulty: Difficulty::hard(),
+            ..base
+        };
+        let bar = indicatif::ProgressBar::hidden();
+        let acc = |c: &SynthConfig| {
+            pixel_proxy_accuracy(&verification_pairs(c, &bar).unwrap().0)
+                .unwrap()
+                .0
+        };
+        let (e, h) = (acc(&easy), acc(&hard));
+        eprintln!("proxy easy {e:.3} hard {h:.3}");
+        assert!(e > h + 0.05, "easy {e} vs hard {h}");
     }
 }
