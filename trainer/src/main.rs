@@ -76,6 +76,22 @@ struct PackArgs {
 enum DataCommand {
     /// Measure decode, augment and batch-assembly throughput.
     Bench(BenchArgs),
+    /// Write the masked-probe variant of a verification .bin (first image of each pair masked).
+    MaskPairs {
+        /// Input .bin (e.g. lfw.bin).
+        input: PathBuf,
+        /// Output .bin (e.g. lfw_masked.bin).
+        #[arg(long)]
+        out: PathBuf,
+        /// MaskTheFace-style template directory (default: procedural masks).
+        #[arg(long)]
+        masks: Option<PathBuf>,
+        /// Mask both images (masked-vs-masked) instead of the probe only.
+        #[arg(long)]
+        both: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Summarise a .rec or .bin file.
     Inspect {
         file: PathBuf,
@@ -218,6 +234,34 @@ fn bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+fn mask_pairs(
+    input: PathBuf,
+    out: PathBuf,
+    masks: Option<PathBuf>,
+    both: bool,
+    seed: u64,
+) -> Result<()> {
+    let set = data::PairSet::read(&input)?;
+    let masker = match &masks {
+        Some(dir) => data::mask::Masker::from_dir(dir, Default::default())?,
+        None => data::mask::Masker::procedural(Default::default()),
+    };
+    let masked = data::pack::mask_pairs(&set, &masker, seed, both)
+        .with_context(|| format!("masking {}", input.display()))?;
+    masked.write(&out)?;
+    println!(
+        "wrote {} ({} pairs, {} masked)",
+        out.display(),
+        masked.len(),
+        if both {
+            "both images"
+        } else {
+            "first image of each pair"
+        }
+    );
+    Ok(())
+}
+
 fn inspect(file: PathBuf, sheet: Option<PathBuf>, masks: Option<String>) -> Result<()> {
     let mut encoded: Vec<(Vec<u8>, String)> = Vec::new();
     match file.extension().and_then(|e| e.to_str()) {
@@ -331,6 +375,13 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Synth(a)) => synth(a),
         Some(Command::Pack(a)) => pack(a),
         Some(Command::Data(DataCommand::Bench(a))) => bench(a),
+        Some(Command::Data(DataCommand::MaskPairs {
+            input,
+            out,
+            masks,
+            both,
+            seed,
+        })) => mask_pairs(input, out, masks, both, seed),
         Some(Command::Data(DataCommand::Inspect { file, sheet, masks })) => {
             inspect(file, sheet, masks)
         }

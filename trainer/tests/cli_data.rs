@@ -21,6 +21,24 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A team-kit file (`../shared`); under `CI=true` a missing one fails the test.
+fn kit_file(rel: &str) -> Option<std::path::PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "team kit file {} is missing",
+        path.display()
+    );
+    eprintln!("skipping: team kit file {} is missing", path.display());
+    None
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -60,6 +78,39 @@ fn synth_then_inspect() {
     assert!(std::fs::read_to_string(out.join("synth.toml"))
         .unwrap()
         .contains("seed = 5"));
+    // Masked-probe variant of a pair file, with template masks from the team kit.
+    if let Some(masks) = kit_file("masks/maskthe_face") {
+        let plain = out.join("synth_val.bin");
+        let masked = out.join("probe_masked.bin");
+        ok(&[
+            "data",
+            "mask-pairs",
+            p(&plain),
+            "--out",
+            p(&masked),
+            "--masks",
+            p(&masks),
+            "--seed",
+            "1",
+        ]);
+        let (a, b) = (
+            PairSet::read(&plain).unwrap(),
+            PairSet::read(&masked).unwrap(),
+        );
+        assert_eq!(a.issame, b.issame);
+        for k in 0..a.len() {
+            assert_ne!(
+                a.pair(k).unwrap().0,
+                b.pair(k).unwrap().0,
+                "probe {k} is masked"
+            );
+            assert_eq!(
+                a.pair(k).unwrap().1,
+                b.pair(k).unwrap().1,
+                "reference {k} is not"
+            );
+        }
+    }
     let bad = trainer(&["synth", "--out", p(&out), "--difficulty", "brutal"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown difficulty \"brutal\""));

@@ -106,3 +106,39 @@ pub fn pack_bin(
     set.write(bin)?;
     Ok(set)
 }
+
+/// The masked-probe variant of a verification set (METHODS §6): the first image of every pair is
+/// masked, or both with `both` (masked-vs-masked). Masks are placed from the ArcFace template in
+/// evaluation mode with a generator seeded by `(seed, pair)`, so the file is reproducible.
+/// Masked images are re-encoded as JPEG (quality 95).
+pub fn mask_pairs(
+    set: &PairSet,
+    masker: &super::mask::Masker,
+    seed: u64,
+    both: bool,
+) -> Result<PairSet, DataError> {
+    let images = set
+        .images
+        .par_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            if i % 2 == 1 && !both {
+                return Ok(bytes.clone());
+            }
+            let origin = format!("pair {} image {}", i / 2, i % 2);
+            let mut img = decode_face(bytes, &origin)?;
+            let mut rng = rng_for(&[seed, i as u64, 0x3A5C]);
+            masker.apply(
+                &mut img,
+                &shared::ARCFACE_TEMPLATE_112,
+                &mut rng,
+                super::mask::MaskMode::Eval,
+            );
+            super::encode_jpeg(&img, 95, &origin)
+        })
+        .collect::<Result<_, DataError>>()?;
+    Ok(PairSet {
+        images,
+        issame: set.issame.clone(),
+    })
+}

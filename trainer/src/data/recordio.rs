@@ -245,18 +245,29 @@ impl RecordFile {
     /// scanning labels of shuffled packs.
     pub fn read_header(&self, key: u64) -> Result<RecordHeader, DataError> {
         let Some(&offset) = self.offsets.get(&key) else {
-            return Err(DataError::format(&self.idx_path, format!("no key {key} in the index")));
+            return Err(DataError::format(
+                &self.idx_path,
+                format!("no key {key} in the index"),
+            ));
         };
         let context = |detail: String| {
-            DataError::format(&self.path, format!("key {key} (offset {offset} from {}): {detail}", self.idx_path.display()))
+            DataError::format(
+                &self.path,
+                format!(
+                    "key {key} (offset {offset} from {}): {detail}",
+                    self.idx_path.display()
+                ),
+            )
         };
         let mut head = [0u8; 8 + HEADER_LEN];
-        self.read_exact_at(&mut head[..8], offset).map_err(context)?;
+        self.read_exact_at(&mut head[..8], offset)
+            .map_err(context)?;
         let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let lrec = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         let first_len = (lrec & LENGTH_MASK) as usize;
         if magic == MAGIC && lrec >> 29 <= 1 && first_len >= HEADER_LEN {
-            self.read_exact_at(&mut head[8..], offset + 8).map_err(context)?;
+            self.read_exact_at(&mut head[8..], offset + 8)
+                .map_err(context)?;
             let flag = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
             let need = HEADER_LEN + 4 * flag;
             if first_len >= need {
@@ -628,13 +639,23 @@ mod tests {
         let rec = dir.path().join("h.rec");
         let mut w = RecordWriter::create(&rec).unwrap();
         // id = magic puts it at record offset 8: the header itself is split.
-        let split = RecordHeader { flag: 0, label: 4.0, id: MAGIC as u64, id2: 0, labels: vec![] };
+        let split = RecordHeader {
+            flag: 0,
+            label: 4.0,
+            id: MAGIC as u64,
+            id2: 0,
+            labels: vec![],
+        };
         w.write(1, &split, b"img").unwrap();
-        w.write(2, &RecordHeader::array(vec![7.0, 1.0], 2), b"img2").unwrap();
+        w.write(2, &RecordHeader::array(vec![7.0, 1.0], 2), b"img2")
+            .unwrap();
         w.finish().unwrap();
         let f = RecordFile::open(&rec).unwrap();
         assert_eq!(f.read_header(1).unwrap(), split);
-        assert_eq!(f.read_header(2).unwrap(), RecordHeader::array(vec![7.0, 1.0], 2));
+        assert_eq!(
+            f.read_header(2).unwrap(),
+            RecordHeader::array(vec![7.0, 1.0], 2)
+        );
         let ds = RecordDataset::open(&rec).unwrap();
         assert!(!ds.has_meta);
         assert_eq!(ds.num_classes(), 8);
