@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// How batches are formed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LoaderConfig {
     pub batch_size: usize,
     pub seed: u64,
@@ -346,5 +347,27 @@ impl Drop for EpochIter {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_from_partial_toml() {
+        let cfg: LoaderConfig =
+            toml::from_str("batch_size = 64\nworld_size = 2\n[augment]\ncrop_prob = 0.2\n")
+                .unwrap();
+        assert_eq!(
+            (cfg.batch_size, cfg.world_size, cfg.augment.crop_prob),
+            (64, 2, 0.2)
+        );
+        assert!(
+            cfg.augment.flip && cfg.teacher_view,
+            "unspecified fields keep their defaults"
+        );
+        let mask: crate::data::mask::MaskConfig = toml::from_str("p_mask = 0.3").unwrap();
+        assert_eq!((mask.p_mask, mask.shift_px), (0.3, 3.0));
     }
 }

@@ -23,6 +23,7 @@ pub enum MaskMode {
 
 /// Knobs of the mask augmentation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct MaskConfig {
     /// Probability that a training sample is masked (pMask, METHODS §5).
     pub p_mask: f32,
