@@ -31,7 +31,10 @@ pub fn mbf_h100_required_rate() -> f64 {
 pub struct BenchRow {
     pub stage: String,
     pub threads: usize,
+    /// Wall-clock rate: what this machine delivered, contention included.
     pub images_per_s: f64,
+    /// Images per second of process CPU time: the rate of one uncontended core.
+    pub images_per_cpu_s: f64,
 }
 
 /// The table `trainer data bench` prints.
@@ -40,6 +43,7 @@ pub struct BenchReport {
     pub source: String,
     pub rows: Vec<BenchRow>,
     pub required: f64,
+    pub cores: usize,
 }
 
 impl fmt::Display for BenchReport {
@@ -47,52 +51,87 @@ impl fmt::Display for BenchReport {
         writeln!(
             f,
             "loader throughput on {} ({} cores visible)",
-            self.source,
-            rayon::current_num_threads()
+            self.source, self.cores
         )?;
         writeln!(
             f,
-            "{:<44} {:>7} {:>12} {:>14}",
-            "stage", "threads", "images/s", "per thread"
+            "{:<46} {:>7} {:>12} {:>14}",
+            "stage", "threads", "images/s", "per CPU-second"
         )?;
         for r in &self.rows {
             writeln!(
                 f,
-                "{:<44} {:>7} {:>12.0} {:>14.0}",
-                r.stage,
-                r.threads,
-                r.images_per_s,
-                r.images_per_s / r.threads as f64
+                "{:<46} {:>7} {:>12.0} {:>14.0}",
+                r.stage, r.threads, r.images_per_s, r.images_per_cpu_s
             )?;
         }
-        let full = self
+        writeln!(f)?;
+        writeln!(
+            f,
+            "needed for mbf on one H100: ~{:.0} images/s (mbf {MBF_FWD_GMAC} GMAC fwd, x3 for fwd+bwd, 2 FLOP/MAC, {:.0}% of\n  the {H100_BF16_TFLOPS} TFLOP/s BF16 peak since depthwise convs are memory-bound; a cached teacher adds no work)",
+            self.required,
+            MBF_H100_UTILISATION * 100.0
+        )?;
+        if let Some(r) = self
             .rows
             .iter()
             .rev()
             .find(|r| r.stage.starts_with("loader"))
-            .map(|r| (r.images_per_s, r.threads));
-        writeln!(f)?;
-        writeln!(
-            f,
-            "needed for mbf on one H100: ~{:.0} images/s  (mbf {MBF_FWD_GMAC} GMAC fwd, x3 for fwd+bwd, 2 FLOP/MAC,\n  {:.0}% of the {H100_BF16_TFLOPS} TFLOP/s BF16 peak: depthwise convs are memory-bound; a cached teacher adds nothing)",
-            self.required,
-            MBF_H100_UTILISATION * 100.0
-        )?;
-        if let Some((rate, threads)) = full {
-            let per_thread = rate / threads as f64;
+        {
+            let per_core = r.images_per_cpu_s;
             writeln!(
                 f,
-                "reached: {rate:.0} images/s on {threads} threads ({per_thread:.0} per thread): {:.1}x the need; about {:.0} such cores would feed the GPU",
-                rate / self.required,
-                (self.required / per_thread).ceil()
+                "reached: {:.0} images/s on {} threads here; {per_core:.0} per core-second, so {} cores give ~{:.0} ({:.2}x the need);\n  ~{:.0} cores would feed one H100",
+                r.images_per_s,
+                r.threads,
+                self.cores,
+                per_core * self.cores as f64,
+                per_core * self.cores as f64 / self.required,
+                (self.required / per_core.max(1e-9)).ceil()
             )?;
         }
         Ok(())
     }
 }
 
-/// Benchmark `source` (at most `max_images` of it) with batch size `batch`, procedural masks at
-/// pMask 0.5 and the given augmentations.
+/// CPU time consumed by this process so far, in seconds (all threads).
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass, which outlives the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        f64::NAN
+    }
+}
+
+/// Run `work` (which processes `n` images) and measure wall and CPU rates.
+fn measure(
+    stage: &str,
+    threads: usize,
+    n: usize,
+    work: impl FnOnce() -> Result<usize, DataError>,
+) -> Result<BenchRow, DataError> {
+    let (t, c) = (Instant::now(), process_cpu_seconds());
+    let done = work()?.max(n.min(1));
+    let (wall, cpu) = (
+        t.elapsed().as_secs_f64().max(1e-9),
+        (process_cpu_seconds() - c).max(1e-9),
+    );
+    Ok(BenchRow {
+        stage: stage.to_string(),
+        threads,
+        images_per_s: done as f64 / wall,
+        images_per_cpu_s: done as f64 / cpu,
+    })
+}
+
+/// Benchmark `source` (at most `max_images` of it) with batch size `batch`, masks at the
+/// masker's pMask and the given augmentations.
 pub fn run(
     source: Arc<dyn FaceSource>,
     name: &str,
@@ -102,41 +141,21 @@ pub fn run(
     masker: Masker,
 ) -> Result<BenchReport, DataError> {
     let n = source.len().min(max_images).max(1);
-    let threads = rayon::current_num_threads();
+    let cores = rayon::current_num_threads();
     let mut rows = Vec::new();
     let encoded: Vec<EncodedFace> = (0..n).map(|i| source.read(i)).collect::<Result<_, _>>()?;
-
-    let time = |f: &dyn Fn() -> Result<(), DataError>| -> Result<f64, DataError> {
-        let t = Instant::now();
-        f()?;
-        Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
-    };
-    let read = || (0..n).try_for_each(|i| source.read(i).map(|_| ()));
-    rows.push(BenchRow {
-        stage: "read (from file)".into(),
-        threads: 1,
-        images_per_s: time(&read)?,
-    });
-    let decode1 = || {
-        encoded
-            .iter()
-            .try_for_each(|e| decode_face(&e.bytes, &e.origin).map(|_| ()))
-    };
-    let decode_n = || {
-        encoded
-            .par_iter()
-            .try_for_each(|e| decode_face(&e.bytes, &e.origin).map(|_| ()))
-    };
-    rows.push(BenchRow {
-        stage: "decode".into(),
-        threads: 1,
-        images_per_s: time(&decode1)?,
-    });
-    rows.push(BenchRow {
-        stage: "decode".into(),
-        threads,
-        images_per_s: time(&decode_n)?,
-    });
+    rows.push(measure("read (from file)", 1, n, || {
+        (0..n)
+            .try_for_each(|i| source.read(i).map(|_| ()))
+            .map(|_| n)
+    })?);
+    let decode = |e: &EncodedFace| decode_face(&e.bytes, &e.origin).map(|_| ());
+    rows.push(measure("decode", 1, n, || {
+        encoded.iter().try_for_each(decode).map(|_| n)
+    })?);
+    rows.push(measure("decode", cores, n, || {
+        encoded.par_iter().try_for_each(decode).map(|_| n)
+    })?);
 
     let decoded: Vec<image::RgbImage> = encoded
         .iter()
@@ -158,63 +177,63 @@ pub fn run(
         if masked {
             let mut t = img.clone();
             plan.apply(&mut t);
-            spec.input_from_aligned(&t, plan.flip)
-                .map_err(|e| DataError::Config(e.to_string()))?;
+            std::hint::black_box(
+                spec.input_from_aligned(&t, plan.flip)
+                    .map_err(|e| DataError::Config(e.to_string()))?,
+            );
         }
         std::hint::black_box(a);
         Ok(())
     };
-    let aug1 = || {
+    let label = format!(
+        "augment+mask(p={})+normalise, both views",
+        masker.cfg.p_mask
+    );
+    rows.push(measure(&label, 1, n, || {
         decoded
             .iter()
             .enumerate()
-            .try_for_each(|(i, img)| augment_one(i, img))
-    };
-    let aug_n = || {
+            .try_for_each(|(i, m)| augment_one(i, m))
+            .map(|_| n)
+    })?);
+    rows.push(measure(&label, cores, n, || {
         decoded
             .par_iter()
             .enumerate()
-            .try_for_each(|(i, img)| augment_one(i, img))
-    };
-    let label = "augment+mask(p=0.5)+normalise, both views";
-    rows.push(BenchRow {
-        stage: label.into(),
-        threads: 1,
-        images_per_s: time(&aug1)?,
-    });
-    rows.push(BenchRow {
-        stage: label.into(),
-        threads,
-        images_per_s: time(&aug_n)?,
-    });
+            .try_for_each(|(i, m)| augment_one(i, m))
+            .map(|_| n)
+    })?);
 
-    for workers in [1, threads] {
+    for workers in [1, cores] {
+        let b = batch.min(n);
         let cfg = LoaderConfig {
-            batch_size: batch.min(n),
+            batch_size: b,
             workers,
             augment: augment.clone(),
             ..LoaderConfig::default()
         };
         let loader = Loader::new(source.clone(), cfg, Some(masker.clone()))?;
-        let t = Instant::now();
-        let mut count = 0usize;
-        for b in loader.epoch(0) {
-            count += b?.len();
-            if count >= n {
-                break;
-            }
-        }
-        let rate = count as f64 / t.elapsed().as_secs_f64().max(1e-9);
-        rows.push(BenchRow {
-            stage: format!("loader: read+decode+augment+batch (b={})", batch.min(n)),
-            threads: workers,
-            images_per_s: rate,
-        });
+        rows.push(measure(
+            &format!("loader: read+decode+augment+batch (b={b})"),
+            workers,
+            n,
+            || {
+                let mut count = 0usize;
+                for batch in loader.epoch(0) {
+                    count += batch?.len();
+                    if count >= n {
+                        break;
+                    }
+                }
+                Ok(count)
+            },
+        )?);
     }
     Ok(BenchReport {
         source: name.to_string(),
         rows,
         required: mbf_h100_required_rate(),
+        cores,
     })
 }
 

@@ -123,10 +123,8 @@ pub struct Loader {
     inner: Arc<Inner>,
 }
 
-/// One prepared sample.
-struct Prepared {
-    student: Vec<f32>,
-    teacher: Option<Vec<f32>>,
+/// What a batch records about each sample besides its pixels.
+struct SampleMeta {
     label: i64,
     masked: bool,
     flipped: bool,
@@ -206,38 +204,34 @@ impl Loader {
     /// Build the batch of the given dataset indices (synchronously, on the loader's threads).
     pub fn load_batch(&self, epoch: u64, indices: &[usize]) -> Result<Batch, DataError> {
         let inner = &self.inner;
-        let prepared: Vec<Prepared> = inner.pool.install(|| {
-            indices
-                .par_iter()
-                .map(|&i| inner.prepare(epoch, i))
-                .collect::<Result<_, _>>()
-        })?;
         let len = inner.spec.input_len();
-        let mut student = Vec::with_capacity(len * prepared.len());
+        // Workers write straight into the batch buffers: no per-sample copies to assemble.
+        let mut student = vec![0f32; len * indices.len()];
         let mut teacher = inner
             .cfg
             .teacher_view
-            .then(|| Vec::with_capacity(len * prepared.len()));
-        let mut batch = Batch {
-            student: Vec::new(),
-            teacher: None,
-            labels: Vec::with_capacity(prepared.len()),
-            masked: Vec::with_capacity(prepared.len()),
+            .then(|| vec![0f32; len * indices.len()]);
+        let meta: Vec<SampleMeta> = inner.pool.install(|| match teacher.as_mut() {
+            Some(t) => student
+                .par_chunks_mut(len)
+                .zip(t.par_chunks_mut(len))
+                .zip(indices.par_iter())
+                .map(|((s, t), &i)| inner.prepare_into(epoch, i, s, Some(t)))
+                .collect::<Result<_, _>>(),
+            None => student
+                .par_chunks_mut(len)
+                .zip(indices.par_iter())
+                .map(|(s, &i)| inner.prepare_into(epoch, i, s, None))
+                .collect::<Result<_, _>>(),
+        })?;
+        Ok(Batch {
+            student,
+            teacher,
+            labels: meta.iter().map(|m| m.label).collect(),
+            masked: meta.iter().map(|m| m.masked).collect(),
             indices: indices.to_vec(),
-            flipped: Vec::with_capacity(prepared.len()),
-        };
-        for p in prepared {
-            student.extend_from_slice(&p.student);
-            if let (Some(t), Some(pt)) = (teacher.as_mut(), p.teacher.as_ref()) {
-                t.extend_from_slice(pt);
-            }
-            batch.labels.push(p.label);
-            batch.masked.push(p.masked);
-            batch.flipped.push(p.flipped);
-        }
-        batch.student = student;
-        batch.teacher = teacher;
-        Ok(batch)
+            flipped: meta.iter().map(|m| m.flipped).collect(),
+        })
     }
 
     /// Iterate over this rank's batches of `epoch`, prepared `prefetch` batches ahead on a
@@ -279,45 +273,48 @@ impl Loader {
 }
 
 impl Inner {
-    fn prepare(&self, epoch: u64, index: usize) -> Result<Prepared, DataError> {
+    /// Decode, mask and augment dataset image `index` into `student` (and `teacher`).
+    fn prepare_into(
+        &self,
+        epoch: u64,
+        index: usize,
+        student: &mut [f32],
+        teacher: Option<&mut [f32]>,
+    ) -> Result<SampleMeta, DataError> {
         let face = self.source.read(index)?;
         let img = decode_face(&face.bytes, &face.origin)?;
         let mut rng = rng_for(&[self.cfg.seed, epoch, index as u64, 0xA06]);
         let plan = self.cfg.augment.draw(&mut rng, img.width());
-        let masked = match &self.masker {
-            Some(m) => rng.gen::<f32>() < m.cfg.p_mask,
-            None => false,
-        };
-        let mut student_img = img.clone();
-        if let (true, Some(m)) = (masked, &self.masker) {
-            m.apply(
-                &mut student_img,
-                &ARCFACE_TEMPLATE_112,
-                &mut rng,
-                MaskMode::Train,
-            );
-        }
-        plan.apply(&mut student_img);
-        let to_input = |im: &image::RgbImage| {
-            self.spec
+        let masker = self
+            .masker
+            .as_ref()
+            .filter(|m| rng.gen::<f32>() < m.cfg.p_mask);
+        let to_input = |im: &image::RgbImage, out: &mut [f32]| {
+            let v = self
+                .spec
                 .input_from_aligned(im, plan.flip)
-                .map_err(|e| DataError::Config(format!("{}: {e}", face.origin)))
+                .map_err(|e| DataError::Config(format!("{}: {e}", face.origin)))?;
+            out.copy_from_slice(&v);
+            Ok::<(), DataError>(())
         };
-        let student = to_input(&student_img)?;
-        let teacher = match (self.cfg.teacher_view, masked) {
-            (false, _) => None,
-            (true, false) => Some(student.clone()),
-            (true, true) => {
-                let mut t = img;
-                plan.apply(&mut t);
-                Some(to_input(&t)?)
+        let mut view = img.clone();
+        if let Some(m) = masker {
+            m.apply(&mut view, &ARCFACE_TEMPLATE_112, &mut rng, MaskMode::Train);
+        }
+        plan.apply(&mut view);
+        to_input(&view, student)?;
+        if let Some(t) = teacher {
+            if masker.is_some() {
+                let mut clean = img;
+                plan.apply(&mut clean);
+                to_input(&clean, t)?;
+            } else {
+                t.copy_from_slice(student);
             }
-        };
-        Ok(Prepared {
-            student,
-            teacher,
+        }
+        Ok(SampleMeta {
             label: face.label as i64,
-            masked,
+            masked: masker.is_some(),
             flipped: plan.flip,
         })
     }
