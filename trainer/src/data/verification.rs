@@ -14,6 +14,7 @@
 use super::DataError;
 use std::collections::HashMap;
 use std::path::Path;
+use std::rc::Rc;
 
 /// Verification pairs: `images[2k]` and `images[2k+1]` form pair `k`, `issame[k]` says whether
 /// they show one person.
@@ -65,7 +66,7 @@ impl PairSet {
             .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::Bytes(b) => Ok(b),
+                Value::Bytes(b) => Ok(Rc::try_unwrap(b).unwrap_or_else(|shared| (*shared).clone())),
                 other => Err(format!("bins[{i}] is a {}, expected bytes", other.kind())),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -167,7 +168,8 @@ enum Value {
     Mark,
     List(Vec<Value>),
     Tuple(Vec<Value>),
-    Bytes(Vec<u8>),
+    /// Shared so that a memoised image referenced twice costs no copy while parsing.
+    Bytes(Rc<Vec<u8>>),
     Str(String),
     Bool(bool),
     Global(String, String),
@@ -298,15 +300,15 @@ fn unpickle(bytes: &[u8]) -> Result<Value, String> {
             op::NEWFALSE => stack.push(Value::Bool(false)),
             op::BINSTRING | op::BINBYTES => {
                 let n = c.u32("string length")?;
-                stack.push(Value::Bytes(c.take(n, "string")?.to_vec()));
+                stack.push(Value::Bytes(Rc::new(c.take(n, "string")?.to_vec())));
             }
             op::SHORT_BINSTRING | op::SHORT_BINBYTES => {
                 let n = c.u8("string length")?;
-                stack.push(Value::Bytes(c.take(n, "string")?.to_vec()));
+                stack.push(Value::Bytes(Rc::new(c.take(n, "string")?.to_vec())));
             }
             op::BINBYTES8 => {
                 let n = c.u64("bytes length")?;
-                stack.push(Value::Bytes(c.take(n, "bytes")?.to_vec()));
+                stack.push(Value::Bytes(Rc::new(c.take(n, "bytes")?.to_vec())));
             }
             op::BINUNICODE | op::SHORT_BINUNICODE | op::BINUNICODE8 => {
                 let n = match code {
@@ -325,9 +327,12 @@ fn unpickle(bytes: &[u8]) -> Result<Value, String> {
                     _ => memo.len(),
                 };
                 let top = stack.last().ok_or_else(|| underflow(at, "PUT"))?;
-                // Images and lists are memoised by Python but never fetched back in these files;
-                // store only the small values a BINGET could sensibly refer to.
-                if matches!(top, Value::Str(_) | Value::Global(..) | Value::Bool(_)) {
+                // Lists are memoised by Python but a .bin never refers back to one; images may
+                // be (the same bytes object appended twice), so they are kept (shared, no copy).
+                if matches!(
+                    top,
+                    Value::Str(_) | Value::Global(..) | Value::Bool(_) | Value::Bytes(_)
+                ) {
                     memo.insert(slot, top.clone());
                 } else {
                     memo.insert(slot, Value::Mark);
@@ -342,7 +347,7 @@ fn unpickle(bytes: &[u8]) -> Result<Value, String> {
                 match memo.get(&slot) {
                     Some(Value::Mark) => {
                         return Err(format!(
-                            "BINGET at byte {at} refers back to a list or image: not supported"
+                            "BINGET at byte {at} refers back to a list or tuple: not supported"
                         ))
                     }
                     Some(v) => stack.push(v.clone()),
@@ -394,9 +399,9 @@ fn reduce(func: Value, args: Value) -> Result<Value, String> {
                     u8::try_from(ch as u32).map_err(|_| format!("character {ch:?} is not latin-1"))
                 })
                 .collect::<Result<Vec<u8>, _>>()
-                .map(Value::Bytes)
+                .map(|b| Value::Bytes(Rc::new(b)))
         }
-        ("bytes", []) => Ok(Value::Bytes(Vec::new())),
+        ("bytes", []) => Ok(Value::Bytes(Rc::new(Vec::new()))),
         _ => Err(format!(
             "unsupported call {module}.{name} with {} arguments",
             args.len()

@@ -5,7 +5,7 @@ Standard library only (struct, zlib, pickle), written from the format descriptio
 Rust code, so the Rust readers are checked against a second implementation.
 
 usage: independent_writer.py OUT_DIR        writes meta.rec/.idx, shuffled.rec/.idx, pairs_p2.bin,
-                                            pairs_p4.bin, py2.bin and expected.txt
+                                            pairs_p4.bin, shared_p2/4.bin, py2.bin and expected.txt
        independent_writer.py --read BIN     loads a .bin with pickle and prints "pairs same images"
 """
 import os
@@ -123,6 +123,11 @@ def main(out):
     for proto in (2, 4):
         with open(os.path.join(out, "pairs_p%d.bin" % proto), "wb") as f:
             pickle.dump((bins, issame), f, protocol=proto)
+    # The same bytes object twice: pickle refers back to it through the memo (BINGET).
+    same = face_png(0, 0)
+    for proto in (2, 4):
+        with open(os.path.join(out, "shared_p%d.bin" % proto), "wb") as f:
+            pickle.dump(([same, face_png(1, 1), same, face_png(2, 2)], [False, False]), f, protocol=proto)
     # Python 2 style: str payloads as (SHORT_)BINSTRING, written opcode by opcode.
     p = b"\x80\x02]q\x00(" + b"".join(b"T" + struct.pack("<i", len(b)) + b for b in bins) + b"e]q\x01("
     p += b"".join(b"\x88" if s else b"\x89" for s in issame) + b"e\x86q\x02."
