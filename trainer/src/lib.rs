@@ -4,9 +4,12 @@
 //! - [`model`]: iResNet / MobileFaceNet backbones (arcface_torch key names), the CPU `tiny`
 //!   preset, and the training-only transformer branch.
 //! - [`loss`]: ArcFace, CosFace, ElasticFace(+), AdaFace heads; USS; MaskInv distillation.
+//! - [`data`]: RecordIO, verification .bin, ImageFolder, the built-in synthetic faces, masks,
+//!   augmentations and the parallel loader.
 //! - [`checkpoint`]: atomic safetensors save/load of VarStores.
 
 pub mod bench;
 pub mod checkpoint;
+pub mod data;
 pub mod loss;
 pub mod model;

@@ -1,0 +1,4 @@
+//! The `trainer` subcommands, one module per area; `main.rs` only parses and dispatches.
+
+pub mod data;
+pub mod models;
