@@ -107,9 +107,10 @@ enum DataCommand {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// A .rec to read; without it, synthetic faces are rendered into memory first.
+    /// A dataset to read (.rec, a directory with train.rec, or an ImageFolder); without it,
+    /// synthetic faces are rendered into memory first.
     #[arg(long)]
-    rec: Option<PathBuf>,
+    data: Option<PathBuf>,
     #[arg(long, default_value_t = 2000)]
     images: usize,
     #[arg(long, default_value_t = 128)]
@@ -194,11 +195,8 @@ fn pack(a: PackArgs) -> Result<()> {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let (source, name): (Arc<dyn FaceSource>, String) = match &a.rec {
-        Some(rec) => (
-            Arc::new(data::RecordDataset::open(rec)?),
-            rec.display().to_string(),
-        ),
+    let (source, name): (Arc<dyn FaceSource>, String) = match &a.data {
+        Some(path) => (data::open_source(path)?, path.display().to_string()),
         None => {
             let d = data::synth::Difficulty::default();
             let faces = (0..a.images)

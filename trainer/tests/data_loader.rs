@@ -16,7 +16,8 @@ fn dataset(dir: &std::path::Path) -> Arc<dyn FaceSource> {
         ..Default::default()
     };
     generate(&cfg, dir, &indicatif::ProgressBar::hidden()).unwrap();
-    Arc::new(RecordDataset::open(&dir.join("train.rec")).unwrap())
+    // A directory written by `trainer synth` opens as its train.rec.
+    trainer::data::open_source(dir).unwrap()
 }
 
 fn all_batches(loader: &Loader, epoch: u64) -> Vec<Batch> {

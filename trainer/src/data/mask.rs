@@ -283,9 +283,9 @@ pub fn load_templates(dir: &Path, include_profiles: bool) -> Result<Vec<MaskTemp
             DataError::format(&cfg_path, format!("[{name}] template {template} not found"))
         })?;
         let rgba = image::open(&png)
-            .map_err(|source| DataError::Decode {
+            .map_err(|cause| DataError::Decode {
                 origin: png.display().to_string(),
-                source,
+                cause,
             })?
             .into_rgba8();
         out.push(
