@@ -17,7 +17,7 @@
 
 use super::mask::{MaskConfig, MaskMode, Masker};
 use super::verification::PairSet;
-use super::{decode_face, encode_jpeg, recordio, DataError, FACE_SIZE};
+use super::{encode_jpeg, recordio, DataError, FACE_SIZE};
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -865,12 +865,7 @@ pub fn verification_pairs(
 /// scored like the verification protocol (10 contiguous folds, threshold chosen on the other 9).
 /// Returns (mean accuracy, mean cosine of same pairs, mean cosine of different pairs).
 pub fn pixel_proxy_accuracy(pairs: &PairSet) -> Result<(f32, f32, f32), DataError> {
-    let feats: Vec<Vec<f32>> = pairs
-        .images
-        .par_iter()
-        .enumerate()
-        .map(|(i, b)| decode_face(b, &format!("pair image {i}")).map(|img| thumbnail(&img)))
-        .collect::<Result<_, _>>()?;
+    let feats: Vec<Vec<f32>> = pairs.decode_all()?.iter().map(thumbnail).collect();
     let cos: Vec<f32> = (0..pairs.len())
         .map(|k| {
             feats[2 * k]
@@ -981,7 +976,7 @@ mod tests {
         assert_eq!((ds.len(), ds.num_classes()), (6, 3));
         let face = ds.read(5).unwrap();
         assert_eq!(face.label, 2);
-        decode_face(&face.bytes, &face.origin).unwrap();
+        crate::data::decode_face(&face.bytes, &face.origin).unwrap();
         let plain = PairSet::read(&dirs[0].path().join("synth_val.bin")).unwrap();
         let masked = PairSet::read(&dirs[0].path().join("synth_val_masked.bin")).unwrap();
         assert_eq!(plain.len(), 20);
