@@ -46,6 +46,16 @@ fn batches_are_deterministic_across_thread_counts_and_epochs_differ() {
     assert_eq!(e0.len(), 3, "20 images, batch 6, drop_last");
     assert_eq!(e0, all_batches(&three, 0));
     assert_eq!(e0, all_batches(&one, 0), "re-running an epoch repeats it");
+    // Recycled buffers are fully overwritten: recycling changes nothing.
+    let recycled: Vec<Batch> = three
+        .epoch(0)
+        .map(|b| {
+            let b = b.unwrap();
+            three.recycle(b.clone());
+            b
+        })
+        .collect();
+    assert_eq!(e0, recycled);
     let e1 = all_batches(&one, 1);
     assert_ne!(e0[0].indices, e1[0].indices, "each epoch is shuffled anew");
     let other_seed = Loader::new(ds.clone(), LoaderConfig { seed: 4, ..cfg(1) }, masker()).unwrap();
