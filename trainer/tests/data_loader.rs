@@ -178,7 +178,9 @@ fn a_non_image_record_stops_the_epoch_with_a_named_error() {
             (0, good.clone()),
             (0, b"this is not an image".to_vec()),
             (1, good),
-        ],
+        ]
+        .into_iter()
+        .map(Ok),
     )
     .unwrap();
     let ds: Arc<dyn FaceSource> = Arc::new(RecordDataset::open(&rec).unwrap());

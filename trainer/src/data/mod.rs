@@ -119,6 +119,24 @@ pub fn open_source(path: &std::path::Path) -> Result<std::sync::Arc<dyn FaceSour
     Ok(std::sync::Arc::new(ImageFolder::open(path)?))
 }
 
+/// `f(0..n)` computed in parallel blocks of `block` and yielded in order: parallel work with
+/// bounded memory for writers that stream.
+pub(crate) fn in_blocks<T: Send>(
+    n: usize,
+    block: usize,
+    f: impl Fn(usize) -> Result<T, DataError> + Sync,
+) -> impl Iterator<Item = Result<T, DataError>> {
+    use rayon::prelude::*;
+    let block = block.max(1);
+    (0..n).step_by(block).flat_map(move |start| {
+        let items: Vec<Result<T, DataError>> = (start..(start + block).min(n))
+            .into_par_iter()
+            .map(&f)
+            .collect();
+        items
+    })
+}
+
 /// Decode an encoded face (JPEG, PNG, ...) into RGB and check that it is an aligned 112x112 crop.
 pub fn decode_face(bytes: &[u8], origin: &str) -> Result<RgbImage, DataError> {
     let img = image::load_from_memory(bytes)

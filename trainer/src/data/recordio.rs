@@ -408,10 +408,11 @@ fn tmp_name(path: &Path) -> PathBuf {
 
 /// Write a face dataset in the insightface convention: key 0 is a meta record with labels
 /// `[A, B]`, images are keys `1..A` (label arrays `[class, ...]`), keys `A..B` hold each identity's
-/// `[first, end)` image-key range. `faces` must be grouped by class, classes `0..n` in order.
+/// `[first, end)` image-key range. `faces` must be grouped by class, classes `0..n` in order;
+/// they are streamed (the first error stops the write and leaves no file behind).
 pub fn write_insightface(
     rec_path: &Path,
-    faces: impl IntoIterator<Item = (u32, Vec<u8>)>,
+    faces: impl IntoIterator<Item = Result<(u32, Vec<u8>), DataError>>,
 ) -> Result<(PathBuf, PathBuf), DataError> {
     let mut writer = RecordWriter::create(rec_path)?;
     let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -419,7 +420,8 @@ pub fn write_insightface(
     let mut pending: Vec<(u64, RecordHeader, Vec<u8>)> = Vec::new();
     // Images are written first under their final keys; the meta record is key 0 but its offset
     // may come anywhere in the .rec, so it is written last (readers go through the .idx).
-    for (label, bytes) in faces {
+    for face in faces {
+        let (label, bytes) = face?;
         match ranges.len().checked_sub(1) {
             Some(last) if last as u32 == label => ranges[last].1 = key + 1,
             _ if label as usize == ranges.len() => ranges.push((key, key + 1)),
@@ -712,7 +714,7 @@ mod tests {
             (2, vec![4]),
             (2, vec![5]),
         ];
-        write_insightface(&rec, faces).unwrap();
+        write_insightface(&rec, faces.into_iter().map(Ok)).unwrap();
         let ds = RecordDataset::open(&rec).unwrap();
         assert!(ds.has_meta);
         assert_eq!((ds.len(), ds.num_classes()), (5, 3));
@@ -724,7 +726,7 @@ mod tests {
         let r8 = f.read(8).unwrap();
         assert_eq!(unpack_record(&r8).unwrap().0.labels, vec![4.0, 6.0]);
         let err =
-            write_insightface(&dir.path().join("x.rec"), vec![(1u32, vec![0u8])]).unwrap_err();
+            write_insightface(&dir.path().join("x.rec"), vec![Ok((1u32, vec![0u8]))]).unwrap_err();
         assert!(err.to_string().contains("grouped by class"), "{err}");
     }
 }

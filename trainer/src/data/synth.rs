@@ -288,7 +288,7 @@ impl Identity {
             lip,
             moles,
             texture_seed: r.gen(),
-            wrinkle_phase: r.gen_range(0.0..6.28),
+            wrinkle_phase: r.gen_range(0.0..std::f32::consts::TAU),
         }
     }
 }
@@ -749,37 +749,20 @@ pub fn generate(
         .set_length(cfg.identities as u64 * cfg.images_per_id as u64 + 2 * cfg.val_pairs as u64);
     let d = &cfg.difficulty;
     let rec_path = out_dir.join("train.rec");
-    // Render in blocks of identities: parallel inside a block, written in order, bounded memory.
-    let mut faces: Vec<(u32, Vec<u8>)> = Vec::new();
-    let mut writer_input: Vec<(u32, Vec<u8>)> = Vec::new();
-    for block in (0..cfg.identities).collect::<Vec<_>>().chunks(64) {
-        let rendered: Vec<Result<Vec<(u32, Vec<u8>)>, DataError>> = block
-            .par_iter()
-            .map(|&i| {
-                let id = Identity::new(cfg.seed, i as u64, d);
-                (0..cfg.images_per_id)
-                    .map(|k| {
-                        let (img, _) = render_with(
-                            &id,
-                            &mut rng_for(&[cfg.seed, i as u64, k as u64, 0x1A]),
-                            d,
-                        );
-                        let bytes = encode_jpeg(
-                            &img,
-                            cfg.jpeg_quality,
-                            &format!("synthetic identity {i} image {k}"),
-                        )?;
-                        progress.inc(1);
-                        Ok((i, bytes))
-                    })
-                    .collect()
-            })
-            .collect();
-        for r in rendered {
-            writer_input.extend(r?);
-        }
-        faces.append(&mut writer_input);
-    }
+    // Rendered in parallel blocks and streamed into the pack: memory stays bounded.
+    let per_id = cfg.images_per_id as usize;
+    let faces = super::in_blocks(cfg.identities as usize * per_id, 512, |j| {
+        let (i, k) = ((j / per_id) as u64, (j % per_id) as u64);
+        let id = Identity::new(cfg.seed, i, d);
+        let (img, _) = render_with(&id, &mut rng_for(&[cfg.seed, i, k, 0x1A]), d);
+        let bytes = encode_jpeg(
+            &img,
+            cfg.jpeg_quality,
+            &format!("synthetic identity {i} image {k}"),
+        )?;
+        progress.inc(1);
+        Ok((i as u32, bytes))
+    });
     let (rec, idx) = recordio::write_insightface(&rec_path, faces)?;
 
     let (mut val_bin, mut val_masked_bin) = (None, None);
@@ -817,7 +800,8 @@ pub fn verification_pairs(
     let d = &cfg.difficulty;
     let fold = (cfg.val_pairs / 10) as u64;
     let masker = Masker::procedural(MaskConfig::default());
-    let pairs: Vec<Result<[(Vec<u8>, Vec<u8>); 2], DataError>> = (0..cfg.val_pairs as u64)
+    type EncodedPair = (Vec<u8>, Vec<u8>);
+    let pairs: Vec<Result<[EncodedPair; 2], DataError>> = (0..cfg.val_pairs as u64)
         .into_par_iter()
         .map(|k| {
             let mut r = rng_for(&[cfg.seed, k, 0x9A1]);
