@@ -180,7 +180,7 @@ fn a_non_image_record_stops_the_epoch_with_a_named_error() {
             (1, good),
         ]
         .into_iter()
-        .map(Ok),
+        .map(|(label, bytes)| Ok((label, 0.0, bytes))),
     )
     .unwrap();
     let ds: Arc<dyn FaceSource> = Arc::new(RecordDataset::open(&rec).unwrap());

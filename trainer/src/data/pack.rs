@@ -22,7 +22,7 @@ pub fn pack_rec(
         let face = folder.read(i)?;
         decode_face(&face.bytes, &face.origin)?;
         progress.inc(1);
-        Ok((face.label, face.bytes))
+        Ok((face.label, 0.0, face.bytes))
     });
     let written = recordio::write_insightface(rec, faces)?;
     progress.finish();

@@ -407,12 +407,13 @@ fn tmp_name(path: &Path) -> PathBuf {
 }
 
 /// Write a face dataset in the insightface convention: key 0 is a meta record with labels
-/// `[A, B]`, images are keys `1..A` (label arrays `[class, ...]`), keys `A..B` hold each identity's
+/// `[A, B]`, images are keys `1..A` (label arrays `[class, aux]`; `aux` is free for the writer:
+/// `trainer synth` stores the image's age-texture strength there, `pack` 0), keys `A..B` hold each identity's
 /// `[first, end)` image-key range. `faces` must be grouped by class, classes `0..n` in order;
 /// they are streamed (the first error stops the write and leaves no file behind).
 pub fn write_insightface(
     rec_path: &Path,
-    faces: impl IntoIterator<Item = Result<(u32, Vec<u8>), DataError>>,
+    faces: impl IntoIterator<Item = Result<(u32, f32, Vec<u8>), DataError>>,
 ) -> Result<(PathBuf, PathBuf), DataError> {
     let mut writer = RecordWriter::create(rec_path)?;
     let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -421,7 +422,7 @@ pub fn write_insightface(
     // Images are written first under their final keys; the meta record is key 0 but its offset
     // may come anywhere in the .rec, so it is written last (readers go through the .idx).
     for face in faces {
-        let (label, bytes) = face?;
+        let (label, aux, bytes) = face?;
         match ranges.len().checked_sub(1) {
             Some(last) if last as u32 == label => ranges[last].1 = key + 1,
             _ if label as usize == ranges.len() => ranges.push((key, key + 1)),
@@ -434,7 +435,7 @@ pub fn write_insightface(
         }
         writer.write(
             key,
-            &RecordHeader::array(vec![label as f32, 0.0], key),
+            &RecordHeader::array(vec![label as f32, aux], key),
             &bytes,
         )?;
         key += 1;
@@ -533,6 +534,18 @@ impl RecordDataset {
     pub fn path(&self) -> &Path {
         self.file.path()
     }
+    /// The full header (all labels) of dataset image `index`, without reading the image.
+    pub fn header(&self, index: usize) -> Result<RecordHeader, DataError> {
+        let key = self.key(index).ok_or_else(|| {
+            DataError::Config(format!(
+                "index {index} out of range for {} ({} images)",
+                self.path().display(),
+                self.len()
+            ))
+        })?;
+        self.file.read_header(key)
+    }
+
     /// The `.rec` key of dataset image `index`.
     pub fn key(&self, index: usize) -> Option<u64> {
         self.image_keys.get(index).copied()
@@ -714,7 +727,7 @@ mod tests {
             (2, vec![4]),
             (2, vec![5]),
         ];
-        write_insightface(&rec, faces.into_iter().map(Ok)).unwrap();
+        write_insightface(&rec, faces.into_iter().map(|(l, b)| Ok((l, 0.5, b)))).unwrap();
         let ds = RecordDataset::open(&rec).unwrap();
         assert!(ds.has_meta);
         assert_eq!((ds.len(), ds.num_classes()), (5, 3));
@@ -725,8 +738,8 @@ mod tests {
         let f = RecordFile::open(&rec).unwrap();
         let r8 = f.read(8).unwrap();
         assert_eq!(unpack_record(&r8).unwrap().0.labels, vec![4.0, 6.0]);
-        let err =
-            write_insightface(&dir.path().join("x.rec"), vec![Ok((1u32, vec![0u8]))]).unwrap_err();
+        let err = write_insightface(&dir.path().join("x.rec"), vec![Ok((1u32, 0.0, vec![0u8]))])
+            .unwrap_err();
         assert!(err.to_string().contains("grouped by class"), "{err}");
     }
 }

@@ -678,11 +678,22 @@ impl<'a> Scene<'a> {
 /// Render image `image` of identity `identity` (training and verification identities live in
 /// separate identity spaces; see [`generate`]). Returns the face and its five landmarks.
 pub fn render_face(seed: u64, identity: u64, image: u64, d: &Difficulty) -> (RgbImage, Landmarks5) {
+    let (img, lm, _) = render_face_with_age(seed, identity, image, d);
+    (img, lm)
+}
+
+/// [`render_face`], also returning the image's age-texture strength (0..`age_max`).
+pub fn render_face_with_age(
+    seed: u64,
+    identity: u64,
+    image: u64,
+    d: &Difficulty,
+) -> (RgbImage, Landmarks5, f32) {
     let id = Identity::new(seed, identity, d);
     render_with(&id, &mut rng_for(&[seed, identity, image, 0x1A]), d)
 }
 
-fn render_with(id: &Identity, r: &mut ChaCha8Rng, d: &Difficulty) -> (RgbImage, Landmarks5) {
+fn render_with(id: &Identity, r: &mut ChaCha8Rng, d: &Difficulty) -> (RgbImage, Landmarks5, f32) {
     let n = Nuisance::draw(r, d);
     let scene = Scene::new(id, &n);
     // The pose maps canonical -> image about the crop centre; sample through its inverse.
@@ -721,7 +732,7 @@ fn render_with(id: &Identity, r: &mut ChaCha8Rng, d: &Difficulty) -> (RgbImage, 
         let q = to_img.apply([p[0] as f64, p[1] as f64]);
         [q[0] as f32, q[1] as f32]
     });
-    (img, lm)
+    (img, lm, n.age)
 }
 
 /// Identity numbers of verification identities start here, far from the training ones.
@@ -754,14 +765,14 @@ pub fn generate(
     let faces = super::in_blocks(cfg.identities as usize * per_id, 512, |j| {
         let (i, k) = ((j / per_id) as u64, (j % per_id) as u64);
         let id = Identity::new(cfg.seed, i, d);
-        let (img, _) = render_with(&id, &mut rng_for(&[cfg.seed, i, k, 0x1A]), d);
+        let (img, _, age) = render_with(&id, &mut rng_for(&[cfg.seed, i, k, 0x1A]), d);
         let bytes = encode_jpeg(
             &img,
             cfg.jpeg_quality,
             &format!("synthetic identity {i} image {k}"),
         )?;
         progress.inc(1);
-        Ok((i as u32, bytes))
+        Ok((i as u32, age, bytes))
     });
     let (rec, idx) = recordio::write_insightface(&rec_path, faces)?;
 
@@ -959,6 +970,17 @@ mod tests {
         let ds = crate::data::RecordDataset::open(&dirs[0].path().join("train.rec")).unwrap();
         assert_eq!((ds.len(), ds.num_classes()), (6, 3));
         let face = ds.read(5).unwrap();
+        let labels = ds.header(5).unwrap().labels;
+        assert_eq!(labels[0], 2.0);
+        assert!(
+            (0.0..=cfg.difficulty.age_max).contains(&labels[1]),
+            "age label {labels:?}"
+        );
+        let ages: Vec<f32> = (0..6).map(|i| ds.header(i).unwrap().labels[1]).collect();
+        assert!(
+            ages.windows(2).any(|w| w[0] != w[1]),
+            "age varies per image: {ages:?}"
+        );
         assert_eq!(face.label, 2);
         crate::data::decode_face(&face.bytes, &face.origin).unwrap();
         let plain = PairSet::read(&dirs[0].path().join("synth_val.bin")).unwrap();
