@@ -69,7 +69,9 @@ pub struct Batch {
     pub labels: Vec<i64>,
     /// Whether sample i was masked (labels for a mask head).
     pub masked: Vec<bool>,
-    /// Dataset index and flip of each sample: the key of a cached teacher embedding.
+    /// Dataset index and flip of each sample: the key of a cached teacher embedding. The key is
+    /// exact when the augmentation is flip-only (the default); with crop, low-res, blur or jitter
+    /// on, the teacher must run on `teacher` instead.
     pub indices: Vec<usize>,
     pub flipped: Vec<bool>,
 }
