@@ -825,13 +825,12 @@ pub fn verification_pairs(
                 (a + r.gen_range(1..n_ids)) % n_ids
             };
             // Image numbers are unique per pair, so "same" pairs are two different photos.
-            let (img_a, lm_a) = render_face(cfg.seed, VAL_IDENTITY_BASE + a, 2 * k, d);
+            let (img_a, _) = render_face(cfg.seed, VAL_IDENTITY_BASE + a, 2 * k, d);
             let (img_b, _) = render_face(cfg.seed, VAL_IDENTITY_BASE + b, 2 * k + 1, d);
             let mut masked_a = img_a.clone();
-            let _ = lm_a; // masks are placed from the template, as on real aligned crops
             masker.apply(
                 &mut masked_a,
-                &T,
+                &T, // from the template, as on real aligned crops
                 &mut rng_for(&[cfg.seed, k, 0x3A5C]),
                 MaskMode::Eval,
             );
