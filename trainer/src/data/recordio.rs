@@ -315,6 +315,13 @@ impl RecordFile {
                 (p, 2) | (p, 3) if p > 0 => out.extend_from_slice(&MAGIC.to_le_bytes()),
                 _ => return Err(format!("chunk {part} at byte {offset} has continuation flag {cflag}: broken split record")),
             }
+            // Check the claimed length against the file before allocating for it.
+            if offset + 8 + len as u64 > self.file_len {
+                return Err(format!(
+                    "truncated: the record at byte {offset} claims {len} bytes but the file ends at {}",
+                    self.file_len
+                ));
+            }
             let start = out.len();
             out.resize(start + len, 0);
             self.read_exact_at(&mut out[start..], offset + 8)?;
@@ -706,6 +713,22 @@ mod tests {
             .to_string();
         assert!(
             err.contains("no record starts at byte 12") && err.contains("bad offset"),
+            "{err}"
+        );
+
+        // A corrupt length field is refused before anything is allocated for it.
+        let mut huge = MAGIC.to_le_bytes().to_vec();
+        huge.extend_from_slice(&(1u32 << 28).to_le_bytes());
+        huge.extend_from_slice(&[0u8; 32]);
+        std::fs::write(&rec, &huge).unwrap();
+        std::fs::write(dir.path().join("t.idx"), "0\t0\n").unwrap();
+        let err = RecordFile::open(&rec)
+            .unwrap()
+            .read(0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("claims 268435456 bytes but the file ends at 40"),
             "{err}"
         );
 
