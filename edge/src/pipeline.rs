@@ -281,20 +281,26 @@ impl Pipeline {
 }
 
 /// Decode an image file (format from its content), as RGB; errors name the file.
+///
+/// JPEG decoders fill a truncated file's missing rows with grey instead of failing, which would
+/// enroll half a face; a JPEG must therefore end with its end-of-image marker (allowing a short
+/// trailer, which some cameras append).
 pub fn load_image(path: &Path) -> Result<RgbImage, PipelineError> {
+    const JPEG_TRAILER_MAX: usize = 8 * 1024;
     let err = |message: String| PipelineError::Image {
         path: path.display().to_string(),
         message,
     };
-    let reader = image::ImageReader::open(path).map_err(|e| err(e.to_string()))?;
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(err("not a known image format (JPEG or PNG expected)".into()));
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let format = image::guess_format(&bytes)
+        .map_err(|_| err("not a known image format (JPEG or PNG expected)".into()))?;
+    if format == image::ImageFormat::Jpeg {
+        let tail = &bytes[bytes.len().saturating_sub(JPEG_TRAILER_MAX)..];
+        if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            return Err(err("truncated JPEG (no end-of-image marker)".into()));
+        }
     }
-    let img = reader
-        .decode()
+    let img = image::load_from_memory_with_format(&bytes, format)
         .map_err(|e| err(format!("cannot decode: {e}")))?;
     Ok(img.to_rgb8())
 }

@@ -280,7 +280,22 @@ fn corrupt_and_truncated_images_give_clear_errors() {
     let garbage = dir.path().join("garbage.jpg");
     std::fs::write(&garbage, b"this is not an image at all").unwrap();
     let missing = dir.path().join("missing.png");
-    for (p, what) in [(&truncated, "decode"), (&garbage, "format"), (&missing, "")] {
+    let Some(png) = common::kit("faces/real-small/alex_lacamoire/alex-lacamoire.png") else {
+        return;
+    };
+    let png_bytes = std::fs::read(&png).unwrap();
+    let truncated_png = dir.path().join("truncated.png");
+    std::fs::write(&truncated_png, &png_bytes[..png_bytes.len() / 2]).unwrap();
+    let e = load_image(&truncated_png).unwrap_err().to_string();
+    assert!(
+        e.contains("truncated.png") && e.contains("cannot decode"),
+        "{e}"
+    );
+    for (p, what) in [
+        (&truncated, "truncated"),
+        (&garbage, "format"),
+        (&missing, ""),
+    ] {
         let e = load_image(p).unwrap_err().to_string();
         assert!(
             e.contains(&p.display().to_string()) && e.contains(what),
