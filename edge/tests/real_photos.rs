@@ -303,3 +303,111 @@ fn corrupt_and_truncated_images_give_clear_errors() {
         );
     }
 }
+
+#[test]
+fn signed_bundle_recogniser_equals_the_onnx_contract_and_needs_a_trusted_signer() {
+    use edge::config::{ConditionChoice, RecognizerConfig};
+    use edge::embed::Recognizer;
+    use shared::bundle::{ModelOutputs, MANIFEST_FORMAT};
+    use shared::thresholds::{Metric, OperatingPoint};
+    use shared::{
+        Bundle, Condition, Manifest, ModelVariant, PreprocessSpec, Provenance, ThresholdConfig,
+    };
+
+    let Some(sface) = common::kit("models/sface_2021dec.fp32.onnx") else {
+        return;
+    };
+    let Some(yunet) = common::kit("models/yunet_2023mar.fp32.onnx") else {
+        return;
+    };
+    let Some(photo) = common::kit("faces/real-small/obama/obama1.jpg") else {
+        return;
+    };
+    let model = std::fs::read(&sface).unwrap();
+    let sha = shared::sha256_hex(&model);
+    let spec = PreprocessSpec {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        ..PreprocessSpec::arcface_112()
+    };
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        model_sha256: sha.clone(),
+        variant: ModelVariant::F32,
+        embedding_dim: 128,
+        input_name: "data".into(),
+        outputs: ModelOutputs {
+            embedding: "fc1".into(),
+            mask_prob: None,
+        },
+        created_unix: 0,
+        provenance: Provenance {
+            trainer_config_sha256: "0".repeat(64),
+            dataset: "OpenCV zoo SFace (third party)".into(),
+            git_commit: "none".into(),
+            trainer_version: "test".into(),
+        },
+        preprocess: spec,
+        thresholds: ThresholdConfig {
+            model_id: sha,
+            metric: Metric::Cosine,
+            selected_far: 1e-3,
+            uss: None,
+            operating_points: vec![OperatingPoint {
+                condition: Condition::Unmasked,
+                target_far: 1e-3,
+                threshold: 0.363,
+                measured_far: 1e-3,
+                measured_tar: 0.99,
+                genuine_pairs: 140,
+                impostor_pairs: 140,
+            }],
+        },
+    };
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle_path = dir.path().join("sface.mgb");
+    Bundle::create(manifest, model, &signer)
+        .unwrap()
+        .write(&bundle_path)
+        .unwrap();
+
+    let trusted = RecognizerConfig::Bundle {
+        path: bundle_path.clone(),
+        trusted_keys: vec![signer.verifying_key()],
+    };
+    let from_bundle = Recognizer::load(&trusted, false, ConditionChoice::Auto).unwrap();
+    assert_eq!(from_bundle.thresholds().unmasked, 0.363);
+    assert_eq!(
+        from_bundle.thresholds().masked,
+        0.363,
+        "no masked calibration: falls back to unmasked"
+    );
+
+    // Same face through the ONNX contract: the embeddings must agree.
+    let text = common::sface_config(&yunet, &sface, dir.path(), 320);
+    let cfg = Config::from_toml(&text, "test edge.toml", Path::new("")).unwrap();
+    let p = Pipeline::load(&cfg).unwrap();
+    let img = load_image(&photo).unwrap();
+    let face = p.detect(&img).unwrap().remove(0);
+    let crop = from_bundle.align(&img, &face.landmarks).unwrap();
+    let a = from_bundle.embed_aligned(&crop).unwrap();
+    let b = p.recognizer().embed_aligned(&crop).unwrap();
+    assert!(a.embedding.cosine(&b.embedding).unwrap() > 0.9999);
+    assert_eq!(a.condition, Condition::Unmasked);
+
+    // Signed by a key the device does not trust: refused, and the message says so.
+    let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key();
+    let untrusted = RecognizerConfig::Bundle {
+        path: bundle_path.clone(),
+        trusted_keys: vec![other],
+    };
+    let e = Recognizer::load(&untrusted, false, ConditionChoice::Auto)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("sface.mgb") && e.contains("not among the trusted keys"),
+        "{e}"
+    );
+}
