@@ -15,6 +15,7 @@ struct Photo {
     identity: String,
     faces: usize,
     largest: Option<DetectedFace>,
+    measures: Option<edge::quality::QualityMeasures>,
     outcome: Result<Embedding, String>,
 }
 
@@ -29,7 +30,7 @@ fn pipeline(input_size: u32) -> Option<Pipeline> {
 
 #[test]
 fn real_small_enroll_one_identify_the_rest_and_groups() {
-    let Some(p) = pipeline(640) else { return };
+    let Some(p) = pipeline(320) else { return };
     let Some(csv) = common::kit("faces/real-small/identities.csv") else {
         return;
     };
@@ -42,10 +43,12 @@ fn real_small_enroll_one_identify_the_rest_and_groups() {
         let (rel, identity) = line.split_once(',').unwrap();
         let img = load_image(&root.join(rel)).unwrap();
         let faces = p.detect(&img).unwrap();
+        let mut measures = None;
         let outcome = match faces.first() {
             None => Err("no face found".to_string()),
             Some(f) => {
                 let (verdict, emb) = p.analyse(&img, f).unwrap();
+                measures = Some(verdict.measures);
                 emb.map(|e| e.embedding)
                     .ok_or_else(|| format!("quality gate: {}", verdict.reasons()))
             }
@@ -55,17 +58,23 @@ fn real_small_enroll_one_identify_the_rest_and_groups() {
             identity: identity.trim().into(),
             faces: faces.len(),
             largest: faces.first().cloned(),
+            measures,
             outcome,
         });
     }
 
-    eprintln!("| photo | faces | handling |");
-    eprintln!("|---|---|---|");
+    eprintln!("| photo | faces | eye px | sharpness | roll deg | yaw ratio | score | handling |");
+    eprintln!("|---|---|---|---|---|---|---|---|");
     for ph in &photos {
+        let m = ph.measures.map_or("| - | - | - | - | -".to_string(), |m| {
+            format!(
+                "| {:.0} | {:.0} | {:.1} | {:.2} | {:.2}",
+                m.eye_distance_px, m.sharpness, m.roll_deg, m.yaw_ratio, m.detector_score
+            )
+        });
+        eprint!("| {} | {} {m} ", ph.rel, ph.faces);
         eprintln!(
-            "| {} | {} | {} |",
-            ph.rel,
-            ph.faces,
+            "| {} |",
             ph.outcome
                 .as_ref()
                 .map(|_| "embedded".to_string())
