@@ -3,10 +3,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn edge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edge"))
+    common::command_for(Path::new(env!("CARGO_BIN_EXE_edge")))
         .args(args)
         .output()
         .unwrap()

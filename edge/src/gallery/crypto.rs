@@ -264,6 +264,24 @@ mod tests {
     }
 
     #[test]
+    fn device_key_from_the_environment() {
+        let var = "MASKGATE_EDGE_TEST_GALLERY_KEY";
+        std::env::set_var(var, format!(" {} \n", "ab".repeat(32)));
+        assert_eq!(
+            GalleryKey::from_env(var).unwrap(),
+            GalleryKey::from_bytes([0xab; 32])
+        );
+        std::env::set_var(var, "abcd");
+        let e = GalleryKey::from_env(var).unwrap_err().to_string();
+        assert!(e.contains(var) && e.contains("64 hex"), "{e}");
+        std::env::remove_var(var);
+        assert!(GalleryKey::from_env(var)
+            .unwrap_err()
+            .to_string()
+            .contains(var));
+    }
+
+    #[test]
     fn key_files_are_private_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("gallery.key");

@@ -52,3 +52,24 @@ key_file = "{key}"
         key = dir.join("gallery.key").display(),
     )
 }
+
+/// A command running `exe`. Under qemu-user without binfmt_misc (tests cross-run by cargo's
+/// runner), the kernel cannot exec a foreign binary directly (ENOEXEC); the child then goes
+/// through the same emulator.
+pub fn command_for(exe: &Path) -> std::process::Command {
+    const ENOEXEC: i32 = 8;
+    let direct = std::process::Command::new(exe)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match direct {
+        Err(e) if e.raw_os_error() == Some(ENOEXEC) => {
+            let arch = std::env::consts::ARCH;
+            let mut c = std::process::Command::new(format!("qemu-{arch}"));
+            c.arg("-L").arg(format!("/usr/{arch}-linux-gnu")).arg(exe);
+            c
+        }
+        _ => std::process::Command::new(exe),
+    }
+}
