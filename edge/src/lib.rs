@@ -1,3 +1,24 @@
 //! maskgate edge library: the door terminal's recognition pipeline and hardware control.
 //!
-//! The `edge` binary (`main.rs`) is glue over these modules.
+//! The `edge` binary (`main.rs`) is glue over these modules. Recognition, one module per stage:
+//! [`config`] (edge.toml) -> [`model`] (tract plans, built once) -> [`detect`] (YuNet) ->
+//! [`align`] (shared alignment) -> [`quality`] (the gate) -> [`embed`] (recogniser) ->
+//! [`matcher`] (1:N, 1:1) over the encrypted [`gallery`]; [`pipeline`] chains them.
+
+pub mod align;
+pub mod config;
+pub mod detect;
+pub mod embed;
+pub mod gallery;
+pub mod matcher;
+pub mod model;
+pub mod pipeline;
+pub mod quality;
+
+pub use config::Config;
+pub use detect::{BBox, DetectedFace, Detector};
+pub use embed::{DecisionThresholds, FaceEmbedding, Recognizer};
+pub use gallery::{GalleryKey, GalleryStore};
+pub use matcher::Matcher;
+pub use pipeline::{FaceResult, Identification, Pipeline, PipelineError, Verification};
+pub use quality::{QualityGate, QualityVerdict, Rejection};

@@ -1,21 +1,26 @@
 //! `edge`: the door-terminal binary. Glue only; the work lives in the library.
 
+mod cli;
+
 use clap::Parser;
 use std::process::ExitCode;
 
-/// maskgate door terminal.
-#[derive(Parser)]
-#[command(name = "edge", version, about)]
-struct Cli {
-    /// Print the build information and exit.
-    #[arg(long)]
-    check: bool,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if cli.check {
-        println!("edge {} ready (tract-onnx)", env!("CARGO_PKG_VERSION"));
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if args.verbose { "info" } else { "warn" })
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edge: {e:#}");
+            ExitCode::from(2)
+        }
     }
-    ExitCode::SUCCESS
 }

@@ -1,0 +1,458 @@
+//! Command-line interface: parse, run one subcommand, print human text or JSON.
+//!
+//! Exit codes: 0 success (identify: someone accepted; verify: same person), 1 a clean negative
+//! answer (nobody accepted / different people), 2 an error.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use edge::config::Config;
+use edge::gallery::{self, GalleryStore};
+use edge::pipeline::{load_image, Pipeline};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// maskgate door terminal: enroll people and recognise them, masked or not.
+#[derive(Parser)]
+#[command(name = "edge", version, about)]
+pub struct Cli {
+    /// Print the build information and exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Configuration file (see edge.example.toml).
+    #[arg(long, global = true, default_value = "edge.toml")]
+    pub config: PathBuf,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log model loading and other progress to stderr.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Enroll a person from one or more photos (each must show the person as its largest face).
+    Enroll {
+        #[arg(long)]
+        name: String,
+        /// Add the photos to an already enrolled person of this name.
+        #[arg(long)]
+        update: bool,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Identify every face in a photo against the gallery.
+    Identify { image: PathBuf },
+    /// Are the largest faces of two photos the same person?
+    Verify { first: PathBuf, second: PathBuf },
+    /// Inspect and manage the enrolled people.
+    Gallery {
+        #[command(subcommand)]
+        action: GalleryAction,
+    },
+    /// Time model loading, detection, embedding and 1:N search; prints a table.
+    Bench {
+        /// Photo to time detection and embedding on.
+        image: PathBuf,
+        /// Synthetic gallery size for the search timing.
+        #[arg(long, default_value_t = 100_000)]
+        templates: usize,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum GalleryAction {
+    /// List enrolled people (names, ids, template counts).
+    List,
+    /// Remove a person, by name or id.
+    Remove { who: String },
+    /// Rename a person, by name or id.
+    Rename { who: String, new_name: String },
+    /// Export names, ids and counts as JSON (templates only with --with-templates).
+    Export {
+        #[arg(long)]
+        with_templates: bool,
+        /// Write to this file (atomically) instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    if cli.check {
+        println!("edge {} ready (tract-onnx)", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(command) = cli.command else {
+        bail!("no command given (try --help)");
+    };
+    let cfg = load_config(&cli.config)?;
+    let out = Output { json: cli.json };
+    match command {
+        Command::Enroll {
+            name,
+            update,
+            images,
+        } => enroll(&cfg, &out, &name, update, &images),
+        Command::Identify { image } => identify(&cfg, &out, &image),
+        Command::Verify { first, second } => verify(&cfg, &out, &first, &second),
+        Command::Gallery { action } => gallery_cmd(&cfg, &out, action),
+        Command::Bench {
+            image,
+            templates,
+            runs,
+        } => bench(&cfg, &image, templates, runs),
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    if !path.exists() {
+        bail!(
+            "config {} not found: pass --config FILE (see edge/edge.example.toml)",
+            path.display()
+        );
+    }
+    Ok(Config::load(path)?)
+}
+
+/// Human text or JSON, chosen once.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn emit(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value:#}");
+        } else {
+            println!("{}", human());
+        }
+    }
+}
+
+fn load_pipeline_and_gallery(cfg: &Config) -> Result<(Pipeline, GalleryStore, shared::Gallery)> {
+    let started = Instant::now();
+    let mut pipeline = Pipeline::load(cfg).context("loading models")?;
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "models ready");
+    let store = GalleryStore::from_config(&cfg.gallery)?;
+    let r = pipeline.recognizer();
+    let gallery = store.load_for_model(r.model_id(), r.embedding_dim())?;
+    pipeline.set_gallery(&gallery);
+    Ok((pipeline, store, gallery))
+}
+
+fn enroll(
+    cfg: &Config,
+    out: &Output,
+    name: &str,
+    update: bool,
+    paths: &[PathBuf],
+) -> Result<ExitCode> {
+    // Decode every image first: a bad file stops the command before anything is computed or written.
+    let images = paths
+        .iter()
+        .map(|p| Ok((p.display().to_string(), load_image(p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let (pipeline, store, mut g) = load_pipeline_and_gallery(cfg)?;
+    let now = now_unix();
+    let (templates, report) = pipeline.enrollment_templates(&images, now)?;
+    if templates.is_empty() {
+        let why: Vec<String> = report
+            .iter()
+            .map(|r| format!("{}: {}", r.image, r.skipped.as_deref().unwrap_or("?")))
+            .collect();
+        bail!(
+            "nothing enrolled for {name:?}: no image gave a usable face ({})",
+            why.join("; ")
+        );
+    }
+    let used = templates.len();
+    let id = if update {
+        let i = gallery::find(&g, name)?;
+        gallery::add_templates(&mut g, i, templates, now)?;
+        g.people[i].id
+    } else {
+        gallery::add_person(&mut g, name, templates, now)?
+    };
+    store.save(&g)?;
+    out.emit(
+        json!({"id": id.to_string(), "name": name, "templates_added": used, "images": report}),
+        || {
+            let mut s = format!(
+                "enrolled {name} ({id}) from {used} of {} image(s)",
+                report.len()
+            );
+            for r in report.iter().filter(|r| r.skipped.is_some()) {
+                s += &format!(
+                    "\n  skipped {}: {}",
+                    r.image,
+                    r.skipped.as_deref().unwrap_or("")
+                );
+            }
+            s
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn identify(cfg: &Config, out: &Output, path: &Path) -> Result<ExitCode> {
+    let image = load_image(path)?;
+    let (pipeline, _, _) = load_pipeline_and_gallery(cfg)?;
+    let faces = pipeline.process(&image)?;
+    if faces.is_empty() {
+        bail!("{}: no face found", path.display());
+    }
+    let any_accepted = faces
+        .iter()
+        .any(|f| f.identification.as_ref().is_some_and(|i| i.accepted));
+    out.emit(
+        json!({"image": path.display().to_string(), "faces": faces}),
+        || {
+            let mut lines = Vec::new();
+            for (k, f) in faces.iter().enumerate() {
+                let b = f.face.bbox;
+                let at = format!(
+                    "face {} at ({:.0}, {:.0}) {:.0}x{:.0}",
+                    k + 1,
+                    b.x,
+                    b.y,
+                    b.w,
+                    b.h
+                );
+                lines.push(match &f.identification {
+                    None => format!("{at}: rejected: {}", f.quality.reasons()),
+                    Some(i) => match (&i.name, i.score) {
+                        (Some(n), Some(s)) if i.accepted => format!(
+                            "{at}: {n} (score {s:.3} >= {:.3}, {}, margin {})",
+                            i.threshold,
+                            i.condition,
+                            i.margin.map_or("n/a".into(), |m| format!("{m:.3}"))
+                        ),
+                        (Some(n), Some(s)) => format!(
+                            "{at}: unknown (closest {n}, score {s:.3} < {:.3}, {})",
+                            i.threshold, i.condition
+                        ),
+                        _ => format!("{at}: unknown (gallery is empty)"),
+                    },
+                });
+            }
+            lines.join("\n")
+        },
+    );
+    Ok(if any_accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn verify(cfg: &Config, out: &Output, a: &Path, b: &Path) -> Result<ExitCode> {
+    let (ia, ib) = (load_image(a)?, load_image(b)?);
+    let pipeline = Pipeline::load(cfg).context("loading models")?;
+    let (na, nb) = (a.display().to_string(), b.display().to_string());
+    let v = pipeline.verify((&ia, &na), (&ib, &nb))?;
+    out.emit(serde_json::to_value(&v)?, || {
+        format!(
+            "{} (score {:.3} {} {:.3}, {})",
+            if v.same_person {
+                "same person"
+            } else {
+                "different people"
+            },
+            v.score,
+            if v.same_person { ">=" } else { "<" },
+            v.threshold,
+            v.condition
+        )
+    });
+    Ok(if v.same_person {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<ExitCode> {
+    if !cfg.gallery.path.exists() {
+        // Nothing enrolled yet: answer without creating a key as a side effect.
+        return match action {
+            GalleryAction::List => {
+                out.emit(json!({"people": []}), || "no one enrolled".into());
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => bail!(
+                "gallery {} does not exist yet: enroll someone first",
+                cfg.gallery.path.display()
+            ),
+        };
+    }
+    let store = GalleryStore::from_config(&cfg.gallery)?;
+    let loaded = store.load()?;
+    let missing = || {
+        anyhow::anyhow!(
+            "gallery {} does not exist yet: enroll someone first",
+            store.path().display()
+        )
+    };
+    match action {
+        GalleryAction::List => {
+            let people = loaded.as_ref().map(gallery::summaries).unwrap_or_default();
+            out.emit(json!({"people": people}), || {
+                if people.is_empty() {
+                    return "no one enrolled".into();
+                }
+                people
+                    .iter()
+                    .map(|p| format!("{}  {}  ({} templates)", p.id, p.name, p.templates))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        GalleryAction::Remove { who } => {
+            let mut g = loaded.ok_or_else(missing)?;
+            let rec = gallery::remove(&mut g, &who)?;
+            store.save(&g)?;
+            out.emit(
+                json!({"removed": rec.id.to_string(), "name": rec.display_name}),
+                || format!("removed {} ({})", rec.display_name, rec.id),
+            );
+        }
+        GalleryAction::Rename { who, new_name } => {
+            let mut g = loaded.ok_or_else(missing)?;
+            let id = gallery::rename(&mut g, &who, &new_name, now_unix())?;
+            store.save(&g)?;
+            out.emit(
+                json!({"renamed": id.to_string(), "name": new_name.trim()}),
+                || format!("renamed {id} to {}", new_name.trim()),
+            );
+        }
+        GalleryAction::Export {
+            with_templates,
+            output,
+        } => {
+            let g = loaded.ok_or_else(missing)?;
+            let text = format!("{:#}\n", gallery::export(&g, with_templates));
+            match output {
+                Some(p) => {
+                    let mode = if with_templates { Some(0o600) } else { None };
+                    shared::atomic::atomic_write_mode(&p, text.as_bytes(), mode)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                    eprintln!("exported {} people to {}", g.people.len(), p.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(cfg: &Config, path: &Path, templates: usize, runs: usize) -> Result<ExitCode> {
+    use edge::detect::Detector;
+    use edge::embed::Recognizer;
+    let runs = runs.max(1);
+    let image = load_image(path)?;
+    let t = Instant::now();
+    let detector = Detector::load(&cfg.detector)?;
+    let det_load = t.elapsed();
+    let t = Instant::now();
+    let recognizer = Recognizer::load(&cfg.recognizer, cfg.flip_fusion, cfg.condition)?;
+    let rec_load = t.elapsed();
+    let t = Instant::now();
+    let mut faces = Vec::new();
+    for _ in 0..runs {
+        faces = detector.detect(&image)?;
+    }
+    let det = t.elapsed() / runs as u32;
+    let Some(face) = faces.first() else {
+        bail!("{}: no face found", path.display())
+    };
+    let t = Instant::now();
+    let crop = recognizer.align(&image, &face.landmarks)?;
+    for _ in 1..runs {
+        recognizer.align(&image, &face.landmarks)?;
+    }
+    let align = t.elapsed() / runs as u32;
+    let t = Instant::now();
+    let mut probe = None;
+    for _ in 0..runs {
+        probe = Some(recognizer.embed_aligned(&crop)?);
+    }
+    let embed = t.elapsed() / runs as u32;
+    let probe = probe.context("no embedding")?;
+    let g = synthetic_gallery(recognizer.model_id(), recognizer.embedding_dim(), templates);
+    let matcher = edge::Matcher::new(&g);
+    let t = Instant::now();
+    for _ in 0..runs {
+        matcher.search(&probe.embedding)?;
+    }
+    let search = t.elapsed() / runs as u32;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!("| stage | ms |");
+    println!("|---|---|");
+    println!(
+        "| load detector (input {}) | {:.1} |",
+        detector.input_size(),
+        ms(det_load)
+    );
+    println!("| load recogniser | {:.1} |", ms(rec_load));
+    println!(
+        "| detect ({}x{} image, {} faces) | {:.2} |",
+        image.width(),
+        image.height(),
+        faces.len(),
+        ms(det)
+    );
+    println!("| align | {:.3} |", ms(align));
+    println!(
+        "| embed (flip fusion {}) | {:.2} |",
+        cfg.flip_fusion,
+        ms(embed)
+    );
+    println!(
+        "| 1:N search ({} people, {} rows, dim {}) | {:.3} |",
+        matcher.len(),
+        matcher.rows(),
+        recognizer.embedding_dim(),
+        ms(search)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `n` random one-template people (each row is then mean + template: 2 rows per person).
+fn synthetic_gallery(model_id: &str, dim: usize, n: usize) -> shared::Gallery {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut g = shared::Gallery::new(model_id.to_string(), dim as u32);
+    for i in 0..n {
+        let v: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let Ok(embedding) = shared::Embedding::normalize(&v) else {
+            continue;
+        };
+        let t = shared::Template {
+            embedding,
+            quality: 1.0,
+            masked: None,
+            created_unix: 0,
+        };
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        if let Ok(p) = shared::PersonRecord::new(shared::PersonId(id), format!("p{i}"), vec![t], 0)
+        {
+            g.people.push(p);
+        }
+    }
+    g
+}

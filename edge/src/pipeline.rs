@@ -1,0 +1,306 @@
+//! Frame -> faces -> aligned crops -> quality verdicts -> embeddings -> matches.
+//!
+//! [`Pipeline`] owns the loaded models (built once) and the prepared gallery; everything a door
+//! daemon or the CLI needs is a method here. One line per arrow in [`Pipeline::process`].
+
+use crate::config::Config;
+use crate::detect::{DetectedFace, Detector};
+use crate::embed::{DecisionThresholds, FaceEmbedding, Recognizer, RecognizerError};
+use crate::matcher::Matcher;
+use crate::model::ModelError;
+use crate::quality::{QualityGate, QualityVerdict};
+use image::RgbImage;
+use serde::Serialize;
+use shared::preprocess::PreprocessError;
+use shared::template::EmbeddingError;
+use shared::{Condition, Gallery, Template};
+use std::path::Path;
+
+/// Why an image could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Recognizer(#[from] RecognizerError),
+    #[error("image {path}: {message}")]
+    Image { path: String, message: String },
+    #[error("{0}: no face found")]
+    NoFace(String),
+    #[error("{what}: face rejected by the quality gate: {reasons}")]
+    Rejected { what: String, reasons: String },
+    #[error("alignment: {0}")]
+    Align(#[from] PreprocessError),
+    #[error("matching: {0}")]
+    Embedding(#[from] EmbeddingError),
+}
+
+/// The decision for one probe face against the gallery.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Identification {
+    /// Best-matching person (None when the gallery is empty).
+    pub person_id: Option<String>,
+    pub name: Option<String>,
+    pub score: Option<f32>,
+    /// Best score minus the runner-up's (None with fewer than two people).
+    pub margin: Option<f32>,
+    pub condition: Condition,
+    pub threshold: f32,
+    /// score >= threshold for the condition.
+    pub accepted: bool,
+}
+
+/// Everything known about one face in a frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaceResult {
+    pub face: DetectedFace,
+    pub quality: QualityVerdict,
+    pub mask_prob: Option<f32>,
+    /// None when the face was rejected by the quality gate (it is then not embedded).
+    pub identification: Option<Identification>,
+}
+
+/// The outcome of a 1:1 comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verification {
+    pub score: f32,
+    pub condition: Condition,
+    pub threshold: f32,
+    pub same_person: bool,
+}
+
+/// One image of an enrollment and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnrollImage {
+    pub image: String,
+    pub faces_found: usize,
+    /// Quality verdict of the largest face, when there was one.
+    pub quality: Option<QualityVerdict>,
+    /// Why the image gave no template (None when it did).
+    pub skipped: Option<String>,
+}
+
+/// Loaded models, the quality gate and the prepared gallery.
+pub struct Pipeline {
+    detector: Detector,
+    recognizer: Recognizer,
+    gate: QualityGate,
+    matcher: Matcher,
+}
+
+impl Pipeline {
+    /// Load both models (once) as configured; the gallery starts empty ([`Self::set_gallery`]).
+    pub fn load(cfg: &Config) -> Result<Self, PipelineError> {
+        let detector = Detector::load(&cfg.detector)?;
+        let recognizer = Recognizer::load(&cfg.recognizer, cfg.flip_fusion, cfg.condition)?;
+        Ok(Self::new(
+            detector,
+            recognizer,
+            QualityGate::new(&cfg.quality),
+        ))
+    }
+
+    pub fn new(detector: Detector, recognizer: Recognizer, gate: QualityGate) -> Self {
+        let dim = recognizer.embedding_dim() as u32;
+        let empty = Gallery::new(recognizer.model_id().to_string(), dim);
+        Self {
+            detector,
+            recognizer,
+            gate,
+            matcher: Matcher::new(&empty),
+        }
+    }
+
+    /// Prepare `gallery` for matching (call again after every change).
+    pub fn set_gallery(&mut self, gallery: &Gallery) {
+        self.matcher = Matcher::new(gallery);
+    }
+
+    pub fn recognizer(&self) -> &Recognizer {
+        &self.recognizer
+    }
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+    pub fn thresholds(&self) -> DecisionThresholds {
+        self.recognizer.thresholds()
+    }
+
+    /// Faces in `image`, largest first.
+    pub fn detect(&self, image: &RgbImage) -> Result<Vec<DetectedFace>, PipelineError> {
+        Ok(self.detector.detect(image)?)
+    }
+
+    /// Align and assess one face; embed it only when it passes the gate.
+    pub fn analyse(
+        &self,
+        image: &RgbImage,
+        face: &DetectedFace,
+    ) -> Result<(QualityVerdict, Option<FaceEmbedding>), PipelineError> {
+        let aligned = self.recognizer.align(image, &face.landmarks)?;
+        let verdict = self.gate.assess(face, &aligned);
+        let embedding = if verdict.passed() {
+            Some(self.recognizer.embed_aligned(&aligned)?)
+        } else {
+            None
+        };
+        Ok((verdict, embedding))
+    }
+
+    /// The whole chain for every face in a frame, largest face first.
+    pub fn process(&self, image: &RgbImage) -> Result<Vec<FaceResult>, PipelineError> {
+        let faces = self.detect(image)?;
+        let mut out = Vec::with_capacity(faces.len());
+        for face in faces {
+            let (quality, embedding) = self.analyse(image, &face)?;
+            let identification = match &embedding {
+                Some(e) => Some(self.identify(e)?),
+                None => None,
+            };
+            out.push(FaceResult {
+                face,
+                quality,
+                mask_prob: embedding.and_then(|e| e.mask_prob),
+                identification,
+            });
+        }
+        Ok(out)
+    }
+
+    /// 1:N against the prepared gallery.
+    pub fn identify(&self, probe: &FaceEmbedding) -> Result<Identification, PipelineError> {
+        let threshold = self.thresholds().for_condition(probe.condition);
+        let found = self.matcher.search(&probe.embedding)?;
+        Ok(match found {
+            Some(r) => Identification {
+                margin: r.margin(),
+                accepted: r.best.score >= threshold,
+                person_id: Some(r.best.id),
+                name: Some(r.best.name),
+                score: Some(r.best.score),
+                condition: probe.condition,
+                threshold,
+            },
+            None => Identification {
+                person_id: None,
+                name: None,
+                score: None,
+                margin: None,
+                condition: probe.condition,
+                threshold,
+                accepted: false,
+            },
+        })
+    }
+
+    /// The largest face of `image`, gated and embedded; `what` names the image in errors.
+    pub fn embed_largest(
+        &self,
+        image: &RgbImage,
+        what: &str,
+    ) -> Result<(DetectedFace, QualityVerdict, FaceEmbedding), PipelineError> {
+        let faces = self.detect(image)?;
+        let face = faces
+            .into_iter()
+            .next()
+            .ok_or_else(|| PipelineError::NoFace(what.to_string()))?;
+        let (verdict, embedding) = self.analyse(image, &face)?;
+        match embedding {
+            Some(e) => Ok((face, verdict, e)),
+            None => Err(PipelineError::Rejected {
+                what: what.to_string(),
+                reasons: verdict.reasons(),
+            }),
+        }
+    }
+
+    /// 1:1: are the largest faces of `a` and `b` the same person? A masked side uses the
+    /// masked threshold.
+    pub fn verify(
+        &self,
+        a: (&RgbImage, &str),
+        b: (&RgbImage, &str),
+    ) -> Result<Verification, PipelineError> {
+        let (_, _, ea) = self.embed_largest(a.0, a.1)?;
+        let (_, _, eb) = self.embed_largest(b.0, b.1)?;
+        let score = ea.embedding.cosine(&eb.embedding)?;
+        let condition = if ea.condition == Condition::Masked || eb.condition == Condition::Masked {
+            Condition::Masked
+        } else {
+            Condition::Unmasked
+        };
+        let threshold = self.thresholds().for_condition(condition);
+        Ok(Verification {
+            score,
+            condition,
+            threshold,
+            same_person: score >= threshold,
+        })
+    }
+
+    /// Templates for an enrollment: the largest face of each image, if it passes the gate.
+    /// Images without a usable face are reported, not fatal.
+    pub fn enrollment_templates(
+        &self,
+        images: &[(String, RgbImage)],
+        now_unix: u64,
+    ) -> Result<(Vec<Template>, Vec<EnrollImage>), PipelineError> {
+        let mut templates = Vec::new();
+        let mut report = Vec::new();
+        for (name, image) in images {
+            let faces = self.detect(image)?;
+            let mut item = EnrollImage {
+                image: name.clone(),
+                faces_found: faces.len(),
+                quality: None,
+                skipped: None,
+            };
+            match faces.first() {
+                None => item.skipped = Some("no face found".into()),
+                Some(face) => {
+                    if faces.len() > 1 {
+                        tracing::warn!(image = %name, faces = faces.len(), "several faces: enrolling the largest");
+                    }
+                    let (verdict, embedding) = self.analyse(image, face)?;
+                    match embedding {
+                        Some(e) => templates.push(Template {
+                            embedding: e.embedding,
+                            quality: verdict.score,
+                            masked: e.mask_prob.map(|_| e.condition == Condition::Masked),
+                            created_unix: now_unix,
+                        }),
+                        None => item.skipped = Some(format!("quality: {}", verdict.reasons())),
+                    }
+                    item.quality = Some(verdict);
+                }
+            }
+            report.push(item);
+        }
+        Ok((templates, report))
+    }
+}
+
+/// Decode an image file (format from its content), as RGB; errors name the file.
+///
+/// JPEG decoders fill a truncated file's missing rows with grey instead of failing, which would
+/// enroll half a face; a JPEG must therefore end with its end-of-image marker (allowing a short
+/// trailer, which some cameras append).
+pub fn load_image(path: &Path) -> Result<RgbImage, PipelineError> {
+    const JPEG_TRAILER_MAX: usize = 8 * 1024;
+    let err = |message: String| PipelineError::Image {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let format = image::guess_format(&bytes)
+        .map_err(|_| err("not a known image format (JPEG or PNG expected)".into()))?;
+    if format == image::ImageFormat::Jpeg {
+        let tail = &bytes[bytes.len().saturating_sub(JPEG_TRAILER_MAX)..];
+        if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            return Err(err("truncated JPEG (no end-of-image marker)".into()));
+        }
+    }
+    let img = image::load_from_memory_with_format(&bytes, format)
+        .map_err(|e| err(format!("cannot decode: {e}")))?;
+    Ok(img.to_rgb8())
+}

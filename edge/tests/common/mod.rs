@@ -1,0 +1,75 @@
+//! Shared helpers of the edge integration tests: the team kit (../shared) and configs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// A file of the team kit beside the repository. Under `CI=true` a missing file fails the
+/// test; elsewhere the caller skips with a message.
+pub fn kit(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "team kit file {} is missing (CI=true: tests must not skip)",
+            p.display()
+        );
+    }
+    eprintln!("skipping: team kit file {} is missing", p.display());
+    None
+}
+
+/// edge.toml text for YuNet + SFace from the kit, with the gallery in `dir`.
+pub fn sface_config(yunet: &Path, sface: &Path, dir: &Path, input_size: u32) -> String {
+    format!(
+        r#"
+[model]
+flip_fusion = false
+[model.onnx]
+path = "{sface}"
+input = "data"
+output = "fc1"
+layout = "nchw"
+color = "rgb"
+mean = [0.0, 0.0, 0.0]
+std = [1.0, 1.0, 1.0]
+threshold_unmasked = 0.363
+
+[detector]
+path = "{yunet}"
+input_size = {input_size}
+
+[gallery]
+path = "{gallery}"
+key_file = "{key}"
+"#,
+        sface = sface.display(),
+        yunet = yunet.display(),
+        gallery = dir.join("gallery.bin").display(),
+        key = dir.join("gallery.key").display(),
+    )
+}
+
+/// A command running `exe`. Under qemu-user without binfmt_misc (tests cross-run by cargo's
+/// runner), the kernel cannot exec a foreign binary directly (ENOEXEC); the child then goes
+/// through the same emulator.
+pub fn command_for(exe: &Path) -> std::process::Command {
+    const ENOEXEC: i32 = 8;
+    let direct = std::process::Command::new(exe)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match direct {
+        Err(e) if e.raw_os_error() == Some(ENOEXEC) => {
+            let arch = std::env::consts::ARCH;
+            let mut c = std::process::Command::new(format!("qemu-{arch}"));
+            c.arg("-L").arg(format!("/usr/{arch}-linux-gnu")).arg(exe);
+            c
+        }
+        _ => std::process::Command::new(exe),
+    }
+}
