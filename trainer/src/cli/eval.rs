@@ -108,6 +108,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         a.batch,
     )?;
     let md = eval::markdown(&reports);
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let stem = a.out.display().to_string();
     let write = |suffix: &str, bytes: &[u8]| -> Result<()> {
         let p = PathBuf::from(format!("{stem}{suffix}"));

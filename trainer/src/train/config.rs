@@ -99,6 +99,9 @@ pub struct KdSection {
     pub teacher_backbone: String,
     pub teacher_checkpoint: Option<PathBuf>,
     pub teacher_embedding_dim: i64,
+    /// Or an ONNX recogniser run once through tract, its embeddings cached on disk
+    /// ([`super::onnx_teacher`]); used instead of `teacher_checkpoint` when set.
+    pub teacher_onnx: Option<super::onnx_teacher::OnnxTeacherCfg>,
     /// LG lambda (paper 100); HG raises it to `lambda_high` when `trigger` fires.
     pub lambda_low: f64,
     pub lambda_high: f64,
@@ -112,6 +115,7 @@ impl Default for KdSection {
             teacher_backbone: "r50".into(),
             teacher_checkpoint: None,
             teacher_embedding_dim: 512,
+            teacher_onnx: None,
             lambda_low: 100.0,
             lambda_high: 100.0,
             trigger: HgTrigger::Never,
@@ -240,8 +244,9 @@ impl TrainConfig {
         if self.data.train_rec.is_some() == self.data.train_folder.is_some() {
             return bad("set exactly one of data.train_rec and data.train_folder".into());
         }
-        if self.kd.enabled && self.kd.teacher_checkpoint.is_none() {
-            return bad("kd.enabled needs kd.teacher_checkpoint".into());
+        if self.kd.enabled && self.kd.teacher_checkpoint.is_none() && self.kd.teacher_onnx.is_none()
+        {
+            return bad("kd.enabled needs kd.teacher_checkpoint or [kd.teacher_onnx]".into());
         }
         if let Some(c) = self.run.clip_grad_norm {
             if !(c > 0.0) {

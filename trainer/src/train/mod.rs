@@ -10,6 +10,7 @@
 pub mod config;
 pub mod device;
 pub mod mask_head;
+pub mod onnx_teacher;
 pub mod optim;
 pub mod scaler;
 
@@ -62,6 +63,8 @@ pub enum TrainError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    OnnxTeacher(#[from] onnx_teacher::OnnxTeacherError),
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
 }
@@ -148,15 +151,17 @@ impl Trainer {
         tch::manual_seed(cfg.run.seed as i64);
         let source = open_source(&cfg)?;
         let classes = source.num_classes() as i64;
+        let loader_source = source.clone();
         let mut loader_cfg = cfg.data.loader.clone();
         loader_cfg.seed = cfg.run.seed;
-        loader_cfg.teacher_view = cfg.kd.enabled;
+        // Only a frozen tch teacher needs the unmasked view; a cached one is looked up by index.
+        loader_cfg.teacher_view = cfg.kd.enabled && cfg.kd.teacher_onnx.is_none();
         let train_masker = if cfg.data.masked_training {
             Some(masker(&cfg)?)
         } else {
             None
         };
-        let loader = Loader::new(source, loader_cfg, train_masker)?;
+        let loader = Loader::new(loader_source, loader_cfg, train_masker)?;
 
         let mut stores = Vec::new();
         let backbone_vs = VarStore::new(device);
@@ -191,7 +196,14 @@ impl Trainer {
             None
         };
         let kd = if cfg.kd.enabled {
-            let teacher = load_teacher(&cfg, device)?;
+            let teacher = match &cfg.kd.teacher_onnx {
+                Some(o) => {
+                    let bar = indicatif::ProgressBar::hidden();
+                    let table = onnx_teacher::teacher_table(o, source.as_ref(), &bar)?;
+                    Teacher::Cached(table.to_device(device))
+                }
+                None => load_teacher(&cfg, device)?,
+            };
             let vs = VarStore::new(device);
             let k = MaskInvKd::new(&vs.root(), dim, teacher.embedding_dim())?;
             stores.push(("kd", vs));
@@ -329,7 +341,15 @@ impl Trainer {
             let batch = self.batch(step * run.accumulate + micro)?;
             stats.images += batch.len();
             let t = batch.to_tensors(self.device);
-            let total = self.losses(&t, step, &mut stats, run.accumulate as f64)?;
+            // Row of a cached teacher embedding: 2 * dataset index + flipped.
+            let ids: Vec<i64> = batch
+                .indices
+                .iter()
+                .zip(&batch.flipped)
+                .map(|(&i, &f)| 2 * i as i64 + i64::from(f))
+                .collect();
+            let ids = Tensor::from_slice(&ids).to_device(self.device);
+            let total = self.losses(&t, &ids, step, &mut stats, run.accumulate as f64)?;
             (total * factor).backward();
         }
         if self.state.scaler.enabled {
@@ -364,6 +384,7 @@ impl Trainer {
     fn losses(
         &mut self,
         t: &crate::data::loader::BatchTensors,
+        ids: &Tensor,
         step: u64,
         stats: &mut StepStats,
         n: f64,
@@ -393,8 +414,7 @@ impl Trainer {
         {
             let lambda = sched.observe(step, margin_value);
             let unmasked = t.teacher.as_ref().unwrap_or(&t.student);
-            let ids = Tensor::zeros([1], (Kind::Int64, self.device));
-            let target = teacher.embeddings(unmasked, &ids)?;
+            let target = teacher.embeddings(unmasked, ids)?;
             let l = kd.loss(&emb, &target.to_kind(Kind::Float), lambda)?;
             stats.kd_lambda = lambda;
             stats.kd_loss += l.double_value(&[]) / n;

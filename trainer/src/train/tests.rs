@@ -145,3 +145,100 @@ fn short_cpu_run_beats_chance_on_synthetic_pairs() {
     assert!(log.lines().count() >= 61);
     assert!(log.contains("\"eval\""));
 }
+
+#[test]
+fn kd_from_a_trainer_checkpoint_and_transformer_branch_train_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A "teacher": any trainer checkpoint of a tiny backbone.
+    let mut tcfg = config(tmp.path(), 1);
+    tcfg.data.val_bins.clear();
+    let teacher = Trainer::new(tcfg.clone()).unwrap();
+    let teacher_ckpt = tmp.path().join("teacher.safetensors");
+    teacher.save(&teacher_ckpt).unwrap();
+    let mut cfg = tcfg;
+    cfg.model.embedding_dim = 32; // differs from the teacher's 64: the KD projection is used
+    cfg.kd.enabled = true;
+    cfg.kd.teacher_backbone = "tiny".into();
+    cfg.kd.teacher_checkpoint = Some(teacher_ckpt);
+    cfg.kd.teacher_embedding_dim = 64;
+    cfg.kd.lambda_low = 10.0;
+    cfg.kd.lambda_high = 30.0;
+    cfg.kd.trigger = crate::loss::HgTrigger::AtStep(1);
+    cfg.transformer.enabled = true;
+    cfg.transformer.branch.d_model = 32;
+    cfg.transformer.branch.heads = 4;
+    cfg.transformer.branch.layers = 1;
+    cfg.run.accumulate = 2;
+    cfg.data.masked_training = true;
+    let mut t = Trainer::new(cfg).unwrap();
+    let s0 = t.step().unwrap();
+    let s1 = t.step().unwrap();
+    assert_eq!(s0.images, 32, "two accumulated micro-batches of 16");
+    assert_eq!(
+        (s0.kd_lambda, s1.kd_lambda),
+        (10.0, 30.0),
+        "HG raises lambda at step 1"
+    );
+    assert!(s0.kd_loss > 0.0 && s0.aux_loss > 0.0);
+    assert!(s1.loss.is_finite());
+    assert!(t
+        .named_variables()
+        .iter()
+        .any(|(k, _)| k == "kd/projection.weight"));
+    // Teacher weights are frozen: absent from the optimiser (only student stores are saved).
+    assert!(!t
+        .named_variables()
+        .iter()
+        .any(|(k, _)| k.starts_with("teacher")));
+}
+
+#[test]
+fn a_missing_teacher_or_dataset_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1);
+    cfg.kd.enabled = true;
+    cfg.kd.teacher_checkpoint = Some(tmp.path().join("nope.safetensors"));
+    let e = Trainer::new(cfg.clone()).err().unwrap().to_string();
+    assert!(e.contains("nope.safetensors"), "{e}");
+    cfg.kd.enabled = false;
+    cfg.data.train_rec = Some(tmp.path().join("none.rec"));
+    let e = Trainer::new(cfg).err().unwrap().to_string();
+    assert!(e.contains("none.rec"), "{e}");
+}
+
+#[test]
+fn onnx_teacher_embeddings_are_cached_and_drive_kd() {
+    let Some(onnx) = crate::data::kit_file("models/sface_2021dec.fp32.onnx") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1);
+    cfg.data.val_bins.clear();
+    let o = onnx_teacher::OnnxTeacherCfg {
+        model: onnx,
+        cache: tmp.path().join("sface_cache.safetensors"),
+        // SFace takes 0..255 RGB and normalises inside the graph.
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+    let source = open_source(&cfg).unwrap();
+    let bar = indicatif::ProgressBar::hidden();
+    let table = onnx_teacher::teacher_table(&o, source.as_ref(), &bar).unwrap();
+    assert_eq!(table.size(), [2 * source.len() as i64, 128]);
+    // An image and its mirror look alike to a real recogniser; two identities less so.
+    let unit = crate::loss::l2_normalize(&table);
+    let cos = |a: i64, b: i64| {
+        (unit.get(a) * unit.get(b))
+            .sum(Kind::Float)
+            .double_value(&[])
+    };
+    assert!(cos(0, 1) > 0.5, "image vs mirror {}", cos(0, 1));
+    // Second call: served from the cache file, same values.
+    let again = onnx_teacher::teacher_table(&o, source.as_ref(), &bar).unwrap();
+    assert!(again.equal(&table));
+    cfg.kd.enabled = true;
+    cfg.kd.teacher_onnx = Some(o);
+    let mut t = Trainer::new(cfg).unwrap();
+    let s = t.step().unwrap();
+    assert!(s.kd_loss > 0.0 && s.kd_loss.is_finite());
+}
