@@ -113,6 +113,10 @@ pub struct Trainer {
     state: TrainState,
     loader: Loader,
     epoch_order: Option<(u64, Vec<usize>)>,
+    prefetch: Option<(
+        u64,
+        std::thread::JoinHandle<Result<crate::data::Batch, DataError>>,
+    )>,
     val_sets: Vec<(String, PairSet)>,
     eval_masker: Option<Masker>,
 }
@@ -267,6 +271,7 @@ impl Trainer {
             optimizer,
             loader,
             epoch_order: None,
+            prefetch: None,
             val_sets,
             eval_masker,
         })
@@ -304,7 +309,8 @@ impl Trainer {
         v
     }
 
-    fn batch(&mut self, micro: u64) -> Result<crate::data::Batch, TrainError> {
+    /// The dataset indices and epoch of micro-batch `micro` (a pure function of the seed).
+    fn micro_indices(&mut self, micro: u64) -> (u64, Vec<usize>) {
         let per_epoch = self.loader.batches_per_epoch().max(1) as u64;
         let (epoch, pos) = (micro / per_epoch, (micro % per_epoch) as usize);
         if self.epoch_order.as_ref().map(|(e, _)| *e) != Some(epoch) {
@@ -317,7 +323,31 @@ impl Trainer {
             .unwrap_or(&[]);
         let b = self.loader.config().batch_size;
         let chunk = &order[(pos * b).min(order.len())..((pos + 1) * b).min(order.len())];
-        Ok(self.loader.load_batch(epoch, chunk)?)
+        (epoch, chunk.to_vec())
+    }
+
+    /// Micro-batch `micro`, then starts preparing `micro + 1` on a background thread so decoding
+    /// and augmentation overlap the forward/backward pass. Batches are deterministic, so
+    /// prefetching changes nothing but time.
+    fn batch(&mut self, micro: u64) -> Result<crate::data::Batch, TrainError> {
+        let ready = match self.prefetch.take() {
+            Some((m, handle)) if m == micro => handle.join().ok(),
+            _ => None,
+        };
+        let batch = match ready {
+            Some(b) => b?,
+            None => {
+                let (epoch, chunk) = self.micro_indices(micro);
+                self.loader.load_batch(epoch, &chunk)?
+            }
+        };
+        let (epoch, chunk) = self.micro_indices(micro + 1);
+        let loader = self.loader.clone();
+        self.prefetch = Some((
+            micro + 1,
+            std::thread::spawn(move || loader.load_batch(epoch, &chunk)),
+        ));
+        Ok(batch)
     }
 
     /// One optimiser step (`run.accumulate` micro-batches).
@@ -482,6 +512,7 @@ impl Trainer {
         self.state =
             serde_json::from_slice(&state).map_err(|e| err(format!("bad meta/state: {e}")))?;
         self.epoch_order = None;
+        self.prefetch = None;
         tracing::info!(step = self.state.step, path = %path.display(), "resumed");
         Ok(())
     }

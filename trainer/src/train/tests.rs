@@ -212,8 +212,20 @@ fn onnx_teacher_embeddings_are_cached_and_drive_kd() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
+    // A small set of its own: every image runs through the teacher twice (plain and mirrored).
+    let small = SynthConfig {
+        identities: 4,
+        images_per_id: 4,
+        seed: 3,
+        val_pairs: 0,
+        ..SynthConfig::default()
+    };
+    let data = tmp.path().join("small");
+    synth::generate(&small, &data, &indicatif::ProgressBar::hidden()).unwrap();
     let mut cfg = config(tmp.path(), 1);
     cfg.data.val_bins.clear();
+    cfg.data.train_rec = Some(data.join("train.rec"));
+    cfg.data.loader.batch_size = 8;
     let o = onnx_teacher::OnnxTeacherCfg {
         model: onnx,
         cache: tmp.path().join("sface_cache.safetensors"),
