@@ -111,6 +111,49 @@ fn synth_then_inspect() {
             );
         }
     }
+    // Difficulty knobs from a TOML file: the synth.toml just written round-trips, and a
+    // partial table takes defaults for the rest.
+    let knobs = dir.path().join("knobs.toml");
+    std::fs::write(&knobs, "noise_sigma = 0.0\nage_max = 0.0\n").unwrap();
+    let out2 = dir.path().join("synth2");
+    ok(&[
+        "synth",
+        "--out",
+        p(&out2),
+        "--identities",
+        "2",
+        "--images-per-id",
+        "1",
+        "--val-pairs",
+        "0",
+        "--difficulty",
+        p(&knobs),
+    ]);
+    let written = std::fs::read_to_string(out2.join("synth.toml")).unwrap();
+    assert!(
+        written.contains("noise_sigma = 0.0") && written.contains("pose_deg = 6.0"),
+        "{written}"
+    );
+    ok(&[
+        "synth",
+        "--out",
+        p(&dir.path().join("synth3")),
+        "--identities",
+        "2",
+        "--images-per-id",
+        "1",
+        "--val-pairs",
+        "0",
+        "--difficulty",
+        p(&out2.join("synth.toml")),
+    ]);
+    std::fs::write(&knobs, "noise_sigma = \"loud\"\n").unwrap();
+    let bad = trainer(&["synth", "--out", p(&out2), "--difficulty", p(&knobs)]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("knobs.toml"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let bad = trainer(&["synth", "--out", p(&out), "--difficulty", "brutal"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown difficulty \"brutal\""));

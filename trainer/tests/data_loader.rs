@@ -16,7 +16,8 @@ fn dataset(dir: &std::path::Path) -> Arc<dyn FaceSource> {
         ..Default::default()
     };
     generate(&cfg, dir, &indicatif::ProgressBar::hidden()).unwrap();
-    Arc::new(RecordDataset::open(&dir.join("train.rec")).unwrap())
+    // A directory written by `trainer synth` opens as its train.rec.
+    trainer::data::open_source(dir).unwrap()
 }
 
 fn all_batches(loader: &Loader, epoch: u64) -> Vec<Batch> {
@@ -45,6 +46,16 @@ fn batches_are_deterministic_across_thread_counts_and_epochs_differ() {
     assert_eq!(e0.len(), 3, "20 images, batch 6, drop_last");
     assert_eq!(e0, all_batches(&three, 0));
     assert_eq!(e0, all_batches(&one, 0), "re-running an epoch repeats it");
+    // Recycled buffers are fully overwritten: recycling changes nothing.
+    let recycled: Vec<Batch> = three
+        .epoch(0)
+        .map(|b| {
+            let b = b.unwrap();
+            three.recycle(b.clone());
+            b
+        })
+        .collect();
+    assert_eq!(e0, recycled);
     let e1 = all_batches(&one, 1);
     assert_ne!(e0[0].indices, e1[0].indices, "each epoch is shuffled anew");
     let other_seed = Loader::new(ds.clone(), LoaderConfig { seed: 4, ..cfg(1) }, masker()).unwrap();
@@ -167,7 +178,9 @@ fn a_non_image_record_stops_the_epoch_with_a_named_error() {
             (0, good.clone()),
             (0, b"this is not an image".to_vec()),
             (1, good),
-        ],
+        ]
+        .into_iter()
+        .map(|(label, bytes)| Ok((label, 0.0, bytes))),
     )
     .unwrap();
     let ds: Arc<dyn FaceSource> = Arc::new(RecordDataset::open(&rec).unwrap());

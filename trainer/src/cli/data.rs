@@ -18,7 +18,8 @@ pub struct SynthArgs {
     images_per_id: u32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// easy, default or hard.
+    /// easy, default, hard, or a TOML file of difficulty knobs (the [difficulty] table of a
+    /// synth.toml, or the bare keys; missing keys take the default).
     #[arg(long, default_value = "default")]
     difficulty: String,
     /// Held-out identities for the verification pairs.
@@ -111,12 +112,23 @@ fn progress(msg: &str) -> ProgressBar {
 }
 
 pub fn synth(a: SynthArgs) -> Result<()> {
-    let difficulty = data::synth::Difficulty::preset(&a.difficulty).with_context(|| {
-        format!(
-            "unknown difficulty {:?} (easy, default, hard)",
-            a.difficulty
-        )
-    })?;
+    let difficulty = if a.difficulty.ends_with(".toml") {
+        let text = std::fs::read_to_string(&a.difficulty)
+            .with_context(|| format!("reading {}", a.difficulty))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", a.difficulty))?;
+        let knobs = match table.get("difficulty") {
+            Some(toml::Value::Table(t)) => t.clone(),
+            _ => table,
+        };
+        knobs
+            .try_into()
+            .with_context(|| format!("difficulty knobs in {}", a.difficulty))?
+    } else {
+        data::synth::Difficulty::preset(&a.difficulty).with_context(|| {
+            format!("unknown difficulty {:?} (easy, default, hard, or a .toml file)", a.difficulty)
+        })?
+    };
     let cfg = data::synth::SynthConfig {
         identities: a.identities,
         images_per_id: a.images_per_id,

@@ -3,12 +3,10 @@
 
 use super::augment::AugmentConfig;
 use super::loader::{Loader, LoaderConfig};
-use super::mask::{MaskMode, Masker};
-use super::synth::rng_for;
+use super::mask::Masker;
 use super::{decode_face, DataError, EncodedFace, FaceSource};
-use rand::Rng;
 use rayon::prelude::*;
-use shared::{PreprocessSpec, ARCFACE_TEMPLATE_112};
+use shared::PreprocessSpec;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -161,28 +159,18 @@ pub fn run(
         .iter()
         .map(|e| decode_face(&e.bytes, &e.origin))
         .collect::<Result<_, _>>()?;
-    let spec = PreprocessSpec::arcface_112();
+    // The loader's own per-sample step, on decoded images: mask, augment, normalise both views.
+    let cfg = LoaderConfig {
+        augment: augment.clone(),
+        workers: 1,
+        ..LoaderConfig::default()
+    };
+    let sampler = Loader::new(source.clone(), cfg, Some(masker.clone()))?;
+    let len = PreprocessSpec::arcface_112().input_len();
     let augment_one = |i: usize, img: &image::RgbImage| -> Result<(), DataError> {
-        let mut rng = rng_for(&[1, i as u64]);
-        let plan = augment.draw(&mut rng, img.width());
-        let mut s = img.clone();
-        let masked = rng.gen::<f32>() < masker.cfg.p_mask;
-        if masked {
-            masker.apply(&mut s, &ARCFACE_TEMPLATE_112, &mut rng, MaskMode::Train);
-        }
-        plan.apply(&mut s);
-        let a = spec
-            .input_from_aligned(&s, plan.flip)
-            .map_err(|e| DataError::Config(e.to_string()))?;
-        if masked {
-            let mut t = img.clone();
-            plan.apply(&mut t);
-            std::hint::black_box(
-                spec.input_from_aligned(&t, plan.flip)
-                    .map_err(|e| DataError::Config(e.to_string()))?,
-            );
-        }
-        std::hint::black_box(a);
+        let (mut s, mut t) = (vec![0f32; len], vec![0f32; len]);
+        sampler.augment_into(img, 0, i, &mut s, Some(&mut t))?;
+        std::hint::black_box((s, t));
         Ok(())
     };
     let label = format!(

@@ -69,7 +69,9 @@ pub struct Batch {
     pub labels: Vec<i64>,
     /// Whether sample i was masked (labels for a mask head).
     pub masked: Vec<bool>,
-    /// Dataset index and flip of each sample: the key of a cached teacher embedding.
+    /// Dataset index and flip of each sample: the key of a cached teacher embedding. The key is
+    /// exact when the augmentation is flip-only (the default); with crop, low-res, blur or jitter
+    /// on, the teacher must run on `teacher` instead.
     pub indices: Vec<usize>,
     pub flipped: Vec<bool>,
 }
@@ -115,6 +117,9 @@ struct Inner {
     masker: Option<Masker>,
     spec: PreprocessSpec,
     pool: rayon::ThreadPool,
+    /// Image buffers of batches given back through [`Loader::recycle`]: reusing them saves the
+    /// page faults of fresh multi-megabyte allocations.
+    spare: std::sync::Mutex<Vec<Vec<f32>>>,
 }
 
 /// A reusable loader over a [`FaceSource`]; cheap to clone.
@@ -161,6 +166,7 @@ impl Loader {
                 masker,
                 spec: PreprocessSpec::arcface_112(),
                 pool,
+                spare: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -206,11 +212,11 @@ impl Loader {
         let inner = &self.inner;
         let len = inner.spec.input_len();
         // Workers write straight into the batch buffers: no per-sample copies to assemble.
-        let mut student = vec![0f32; len * indices.len()];
+        let mut student = inner.buffer(len * indices.len());
         let mut teacher = inner
             .cfg
             .teacher_view
-            .then(|| vec![0f32; len * indices.len()]);
+            .then(|| inner.buffer(len * indices.len()));
         let meta: Vec<SampleMeta> = inner.pool.install(|| match teacher.as_mut() {
             Some(t) => student
                 .par_chunks_mut(len)
@@ -232,6 +238,36 @@ impl Loader {
             indices: indices.to_vec(),
             flipped: meta.iter().map(|m| m.flipped).collect(),
         })
+    }
+
+    /// The per-sample work of [`Loader::load_batch`] minus reading and decoding: mask and augment
+    /// an already decoded face as dataset image `index` of `epoch` would be. Returns whether it
+    /// was masked and flipped. (For benchmarks and for callers that hold decoded images.)
+    pub fn augment_into(
+        &self,
+        img: &image::RgbImage,
+        epoch: u64,
+        index: usize,
+        student: &mut [f32],
+        teacher: Option<&mut [f32]>,
+    ) -> Result<(bool, bool), DataError> {
+        let meta = self
+            .inner
+            .augment_into(img, "decoded image", epoch, index, student, teacher)?;
+        Ok((meta.masked, meta.flipped))
+    }
+
+    /// Give a consumed batch's buffers back for reuse (optional; call it once the batch has been
+    /// copied to the device, e.g. after [`Batch::to_tensors`]).
+    pub fn recycle(&self, batch: Batch) {
+        if let Ok(mut spare) = self.inner.spare.lock() {
+            let keep = 2 * (self.inner.cfg.prefetch + 2);
+            for v in std::iter::once(batch.student).chain(batch.teacher) {
+                if spare.len() < keep {
+                    spare.push(v);
+                }
+            }
+        }
     }
 
     /// Iterate over this rank's batches of `epoch`, prepared `prefetch` batches ahead on a
@@ -273,7 +309,19 @@ impl Loader {
 }
 
 impl Inner {
-    /// Decode, mask and augment dataset image `index` into `student` (and `teacher`).
+    /// A buffer of `n` values, recycled when one is available (its contents are overwritten).
+    fn buffer(&self, n: usize) -> Vec<f32> {
+        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
+        match spare {
+            Some(mut v) => {
+                v.resize(n, 0.0);
+                v
+            }
+            None => vec![0f32; n],
+        }
+    }
+
+    /// Read and decode dataset image `index`, then [`Inner::augment_into`].
     fn prepare_into(
         &self,
         epoch: u64,
@@ -283,6 +331,22 @@ impl Inner {
     ) -> Result<SampleMeta, DataError> {
         let face = self.source.read(index)?;
         let img = decode_face(&face.bytes, &face.origin)?;
+        let mut meta = self.augment_into(&img, &face.origin, epoch, index, student, teacher)?;
+        meta.label = face.label as i64;
+        Ok(meta)
+    }
+
+    /// Mask (with probability pMask) and augment a decoded face into `student`, and the same
+    /// augmentation without the mask into `teacher`. The label is left 0 for the caller.
+    fn augment_into(
+        &self,
+        img: &image::RgbImage,
+        origin: &str,
+        epoch: u64,
+        index: usize,
+        student: &mut [f32],
+        teacher: Option<&mut [f32]>,
+    ) -> Result<SampleMeta, DataError> {
         let mut rng = rng_for(&[self.cfg.seed, epoch, index as u64, 0xA06]);
         let plan = self.cfg.augment.draw(&mut rng, img.width());
         let masker = self
@@ -293,7 +357,7 @@ impl Inner {
             let v = self
                 .spec
                 .input_from_aligned(im, plan.flip)
-                .map_err(|e| DataError::Config(format!("{}: {e}", face.origin)))?;
+                .map_err(|e| DataError::Config(format!("{origin}: {e}")))?;
             out.copy_from_slice(&v);
             Ok::<(), DataError>(())
         };
@@ -305,7 +369,7 @@ impl Inner {
         to_input(&view, student)?;
         if let Some(t) = teacher {
             if masker.is_some() {
-                let mut clean = img;
+                let mut clean = img.clone();
                 plan.apply(&mut clean);
                 to_input(&clean, t)?;
             } else {
@@ -313,7 +377,7 @@ impl Inner {
             }
         }
         Ok(SampleMeta {
-            label: face.label as i64,
+            label: 0,
             masked: masker.is_some(),
             flipped: plan.flip,
         })

@@ -158,7 +158,7 @@ fn normalise(pts: &[[f32; 2]]) -> Option<(Homography, Vec<[f64; 2]>)> {
         .map(|p| (p[0] as f64 - cx).hypot(p[1] as f64 - cy))
         .sum::<f64>()
         / n;
-    if !(mean_d > 1e-9) {
+    if mean_d.is_nan() || mean_d <= 1e-9 {
         return None;
     }
     let s = std::f64::consts::SQRT_2 / mean_d;
@@ -180,12 +180,13 @@ fn solve8(mut a: [[f64; 8]; 8], mut b: [f64; 8]) -> Option<[f64; 8]> {
         }
         a.swap(col, piv);
         b.swap(col, piv);
+        let (pivot_row, pivot_b) = (a[col], b[col]);
         for r in col + 1..8 {
-            let f = a[r][col] / a[col][col];
-            for c in col..8 {
-                a[r][c] -= f * a[col][c];
+            let f = a[r][col] / pivot_row[col];
+            for (v, p) in a[r][col..].iter_mut().zip(&pivot_row[col..]) {
+                *v -= f * p;
             }
-            b[r] -= f * b[col];
+            b[r] -= f * pivot_b;
         }
     }
     let mut x = [0f64; 8];
@@ -212,7 +213,7 @@ const TEMPLATE_SPAN_PX: f32 = 96.0;
 impl MaskTemplate {
     pub fn new(name: &str, rgba: RgbaImage, anchors: [[f32; 2]; 6]) -> Result<Self, String> {
         let span = (anchors[2][0] - anchors[0][0]).hypot(anchors[2][1] - anchors[0][1]);
-        if !(span > 1.0) {
+        if span.is_nan() || span <= 1.0 {
             return Err(format!("mask {name}: anchors a and c coincide"));
         }
         let scale = (TEMPLATE_SPAN_PX / span).min(1.0);
@@ -283,9 +284,9 @@ pub fn load_templates(dir: &Path, include_profiles: bool) -> Result<Vec<MaskTemp
             DataError::format(&cfg_path, format!("[{name}] template {template} not found"))
         })?;
         let rgba = image::open(&png)
-            .map_err(|source| DataError::Decode {
+            .map_err(|cause| DataError::Decode {
                 origin: png.display().to_string(),
-                source,
+                cause,
             })?
             .into_rgba8();
         out.push(
@@ -548,8 +549,7 @@ fn procedural_layer(
         let pleat = ((rel * pleats as f32 * std::f32::consts::PI * 2.0).sin() * 0.5 + 0.5).powi(8);
         let shade = (1.0 - 0.18 * rel) * (1.0 - 0.22 * pleat);
         let rgb = colour.map(|c| c * shade);
-        for x in x0..x1 {
-            let alpha = row[x];
+        for (x, &alpha) in row.iter().enumerate().take(x1).skip(x0) {
             if alpha > 0.0 {
                 let i = y * w + x;
                 layer.alpha[i] = alpha.min(1.0);

@@ -35,20 +35,21 @@ pub use verification::PairSet;
 pub const FACE_SIZE: u32 = 112;
 
 /// Why a dataset file could not be read or written. Every variant names the file (or the record
-/// inside it) and the problem.
+/// inside it) and the problem. Causes are part of the message rather than a `source()`, so
+/// `{:#}` in the binary prints each once.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {detail}")]
     Format { path: PathBuf, detail: String },
-    #[error("{origin}: not a decodable image ({source})")]
+    #[error("{origin}: not a decodable image ({cause})")]
     Decode {
         origin: String,
-        source: image::ImageError,
+        cause: image::ImageError,
     },
     #[error("{origin}: expected an aligned {FACE_SIZE}x{FACE_SIZE} face, got {width}x{height}")]
     Size {
@@ -56,20 +57,20 @@ pub enum DataError {
         width: u32,
         height: u32,
     },
-    #[error("{origin}: could not encode image ({source})")]
+    #[error("{origin}: could not encode image ({cause})")]
     Encode {
         origin: String,
-        source: image::ImageError,
+        cause: image::ImageError,
     },
     #[error("invalid configuration: {0}")]
     Config(String),
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
     pub(crate) fn format(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
@@ -102,12 +103,46 @@ pub trait FaceSource: Send + Sync {
     fn read(&self, index: usize) -> Result<EncodedFace, DataError>;
 }
 
+/// Open a training set by path: a `.rec` file (with its `.idx`), a directory holding
+/// `train.rec` (as `trainer synth` writes), or an ImageFolder directory.
+pub fn open_source(path: &std::path::Path) -> Result<std::sync::Arc<dyn FaceSource>, DataError> {
+    if path.extension().is_some_and(|e| e == "rec") {
+        return Ok(std::sync::Arc::new(RecordDataset::open(path)?));
+    }
+    if !path.is_dir() {
+        return Err(DataError::format(path, "not a .rec file or a directory"));
+    }
+    let rec = path.join("train.rec");
+    if rec.is_file() {
+        return Ok(std::sync::Arc::new(RecordDataset::open(&rec)?));
+    }
+    Ok(std::sync::Arc::new(ImageFolder::open(path)?))
+}
+
+/// `f(0..n)` computed in parallel blocks of `block` and yielded in order: parallel work with
+/// bounded memory for writers that stream.
+pub(crate) fn in_blocks<T: Send>(
+    n: usize,
+    block: usize,
+    f: impl Fn(usize) -> Result<T, DataError> + Sync,
+) -> impl Iterator<Item = Result<T, DataError>> {
+    use rayon::prelude::*;
+    let block = block.max(1);
+    (0..n).step_by(block).flat_map(move |start| {
+        let items: Vec<Result<T, DataError>> = (start..(start + block).min(n))
+            .into_par_iter()
+            .map(&f)
+            .collect();
+        items
+    })
+}
+
 /// Decode an encoded face (JPEG, PNG, ...) into RGB and check that it is an aligned 112x112 crop.
 pub fn decode_face(bytes: &[u8], origin: &str) -> Result<RgbImage, DataError> {
     let img = image::load_from_memory(bytes)
-        .map_err(|source| DataError::Decode {
+        .map_err(|cause| DataError::Decode {
             origin: origin.to_string(),
-            source,
+            cause,
         })?
         .into_rgb8();
     if img.width() != FACE_SIZE || img.height() != FACE_SIZE {
@@ -125,9 +160,9 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8, origin: &str) -> Result<Vec<u8>,
     let mut out = Vec::with_capacity(8 * 1024);
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
         .encode_image(img)
-        .map_err(|source| DataError::Encode {
+        .map_err(|cause| DataError::Encode {
             origin: origin.to_string(),
-            source,
+            cause,
         })?;
     Ok(out)
 }

@@ -9,35 +9,24 @@ use rand::Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// Read every image of `folder` (checking it decodes as an aligned 112x112 face) in parallel,
-/// in dataset order. Encoded bytes are kept as they are: no re-encoding loss.
-fn read_checked(
-    folder: &ImageFolder,
-    progress: &indicatif::ProgressBar,
-) -> Result<Vec<(u32, Vec<u8>)>, DataError> {
-    progress.set_length(folder.len() as u64);
-    let out = (0..folder.len())
-        .into_par_iter()
-        .map(|i| {
-            let face = folder.read(i)?;
-            decode_face(&face.bytes, &face.origin)?;
-            progress.inc(1);
-            Ok((face.label, face.bytes))
-        })
-        .collect();
-    progress.finish();
-    out
-}
-
 /// Pack `folder` into `rec` (+ `.idx` beside it) in the insightface convention (meta record at
-/// key 0, identity ranges). Returns the paths written.
+/// key 0, identity ranges). Every image must decode as an aligned 112x112 face; its encoded
+/// bytes are stored unchanged (no re-encoding loss). Images are checked in parallel and streamed.
 pub fn pack_rec(
     folder: &ImageFolder,
     rec: &Path,
     progress: &indicatif::ProgressBar,
 ) -> Result<(PathBuf, PathBuf), DataError> {
-    let faces = read_checked(folder, progress)?;
-    recordio::write_insightface(rec, faces)
+    progress.set_length(folder.len() as u64);
+    let faces = super::in_blocks(folder.len(), 1024, |i| {
+        let face = folder.read(i)?;
+        decode_face(&face.bytes, &face.origin)?;
+        progress.inc(1);
+        Ok((face.label, 0.0, face.bytes))
+    });
+    let written = recordio::write_insightface(rec, faces)?;
+    progress.finish();
+    Ok(written)
 }
 
 /// Sample `pairs` verification pairs from `folder` (10 contiguous folds, each half same-person

@@ -315,6 +315,13 @@ impl RecordFile {
                 (p, 2) | (p, 3) if p > 0 => out.extend_from_slice(&MAGIC.to_le_bytes()),
                 _ => return Err(format!("chunk {part} at byte {offset} has continuation flag {cflag}: broken split record")),
             }
+            // Check the claimed length against the file before allocating for it.
+            if offset + 8 + len as u64 > self.file_len {
+                return Err(format!(
+                    "truncated: the record at byte {offset} claims {len} bytes but the file ends at {}",
+                    self.file_len
+                ));
+            }
             let start = out.len();
             out.resize(start + len, 0);
             self.read_exact_at(&mut out[start..], offset + 8)?;
@@ -407,11 +414,13 @@ fn tmp_name(path: &Path) -> PathBuf {
 }
 
 /// Write a face dataset in the insightface convention: key 0 is a meta record with labels
-/// `[A, B]`, images are keys `1..A` (label arrays `[class, ...]`), keys `A..B` hold each identity's
-/// `[first, end)` image-key range. `faces` must be grouped by class, classes `0..n` in order.
+/// `[A, B]`, images are keys `1..A` (label arrays `[class, aux]`; `aux` is free for the writer:
+/// `trainer synth` stores the image's age-texture strength there, `pack` 0), keys `A..B` hold each identity's
+/// `[first, end)` image-key range. `faces` must be grouped by class, classes `0..n` in order;
+/// they are streamed (the first error stops the write and leaves no file behind).
 pub fn write_insightface(
     rec_path: &Path,
-    faces: impl IntoIterator<Item = (u32, Vec<u8>)>,
+    faces: impl IntoIterator<Item = Result<(u32, f32, Vec<u8>), DataError>>,
 ) -> Result<(PathBuf, PathBuf), DataError> {
     let mut writer = RecordWriter::create(rec_path)?;
     let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -419,7 +428,8 @@ pub fn write_insightface(
     let mut pending: Vec<(u64, RecordHeader, Vec<u8>)> = Vec::new();
     // Images are written first under their final keys; the meta record is key 0 but its offset
     // may come anywhere in the .rec, so it is written last (readers go through the .idx).
-    for (label, bytes) in faces {
+    for face in faces {
+        let (label, aux, bytes) = face?;
         match ranges.len().checked_sub(1) {
             Some(last) if last as u32 == label => ranges[last].1 = key + 1,
             _ if label as usize == ranges.len() => ranges.push((key, key + 1)),
@@ -432,7 +442,7 @@ pub fn write_insightface(
         }
         writer.write(
             key,
-            &RecordHeader::array(vec![label as f32, 0.0], key),
+            &RecordHeader::array(vec![label as f32, aux], key),
             &bytes,
         )?;
         key += 1;
@@ -531,6 +541,18 @@ impl RecordDataset {
     pub fn path(&self) -> &Path {
         self.file.path()
     }
+    /// The full header (all labels) of dataset image `index`, without reading the image.
+    pub fn header(&self, index: usize) -> Result<RecordHeader, DataError> {
+        let key = self.key(index).ok_or_else(|| {
+            DataError::Config(format!(
+                "index {index} out of range for {} ({} images)",
+                self.path().display(),
+                self.len()
+            ))
+        })?;
+        self.file.read_header(key)
+    }
+
     /// The `.rec` key of dataset image `index`.
     pub fn key(&self, index: usize) -> Option<u64> {
         self.image_keys.get(index).copied()
@@ -694,6 +716,22 @@ mod tests {
             "{err}"
         );
 
+        // A corrupt length field is refused before anything is allocated for it.
+        let mut huge = MAGIC.to_le_bytes().to_vec();
+        huge.extend_from_slice(&(1u32 << 28).to_le_bytes());
+        huge.extend_from_slice(&[0u8; 32]);
+        std::fs::write(&rec, &huge).unwrap();
+        std::fs::write(dir.path().join("t.idx"), "0\t0\n").unwrap();
+        let err = RecordFile::open(&rec)
+            .unwrap()
+            .read(0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("claims 268435456 bytes but the file ends at 40"),
+            "{err}"
+        );
+
         std::fs::write(dir.path().join("t.idx"), "0\t0\nbanana\n").unwrap();
         let err = RecordFile::open(&rec).unwrap_err().to_string();
         assert!(err.contains("t.idx") && err.contains("line 2"), "{err}");
@@ -712,7 +750,7 @@ mod tests {
             (2, vec![4]),
             (2, vec![5]),
         ];
-        write_insightface(&rec, faces).unwrap();
+        write_insightface(&rec, faces.into_iter().map(|(l, b)| Ok((l, 0.5, b)))).unwrap();
         let ds = RecordDataset::open(&rec).unwrap();
         assert!(ds.has_meta);
         assert_eq!((ds.len(), ds.num_classes()), (5, 3));
@@ -723,8 +761,8 @@ mod tests {
         let f = RecordFile::open(&rec).unwrap();
         let r8 = f.read(8).unwrap();
         assert_eq!(unpack_record(&r8).unwrap().0.labels, vec![4.0, 6.0]);
-        let err =
-            write_insightface(&dir.path().join("x.rec"), vec![(1u32, vec![0u8])]).unwrap_err();
+        let err = write_insightface(&dir.path().join("x.rec"), vec![Ok((1u32, 0.0, vec![0u8]))])
+            .unwrap_err();
         assert!(err.to_string().contains("grouped by class"), "{err}");
     }
 }

@@ -17,7 +17,7 @@
 
 use super::mask::{MaskConfig, MaskMode, Masker};
 use super::verification::PairSet;
-use super::{decode_face, encode_jpeg, recordio, DataError, FACE_SIZE};
+use super::{encode_jpeg, recordio, DataError, FACE_SIZE};
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -288,7 +288,7 @@ impl Identity {
             lip,
             moles,
             texture_seed: r.gen(),
-            wrinkle_phase: r.gen_range(0.0..6.28),
+            wrinkle_phase: r.gen_range(0.0..std::f32::consts::TAU),
         }
     }
 }
@@ -678,11 +678,22 @@ impl<'a> Scene<'a> {
 /// Render image `image` of identity `identity` (training and verification identities live in
 /// separate identity spaces; see [`generate`]). Returns the face and its five landmarks.
 pub fn render_face(seed: u64, identity: u64, image: u64, d: &Difficulty) -> (RgbImage, Landmarks5) {
+    let (img, lm, _) = render_face_with_age(seed, identity, image, d);
+    (img, lm)
+}
+
+/// [`render_face`], also returning the image's age-texture strength (0..`age_max`).
+pub fn render_face_with_age(
+    seed: u64,
+    identity: u64,
+    image: u64,
+    d: &Difficulty,
+) -> (RgbImage, Landmarks5, f32) {
     let id = Identity::new(seed, identity, d);
     render_with(&id, &mut rng_for(&[seed, identity, image, 0x1A]), d)
 }
 
-fn render_with(id: &Identity, r: &mut ChaCha8Rng, d: &Difficulty) -> (RgbImage, Landmarks5) {
+fn render_with(id: &Identity, r: &mut ChaCha8Rng, d: &Difficulty) -> (RgbImage, Landmarks5, f32) {
     let n = Nuisance::draw(r, d);
     let scene = Scene::new(id, &n);
     // The pose maps canonical -> image about the crop centre; sample through its inverse.
@@ -721,7 +732,7 @@ fn render_with(id: &Identity, r: &mut ChaCha8Rng, d: &Difficulty) -> (RgbImage, 
         let q = to_img.apply([p[0] as f64, p[1] as f64]);
         [q[0] as f32, q[1] as f32]
     });
-    (img, lm)
+    (img, lm, n.age)
 }
 
 /// Identity numbers of verification identities start here, far from the training ones.
@@ -749,37 +760,20 @@ pub fn generate(
         .set_length(cfg.identities as u64 * cfg.images_per_id as u64 + 2 * cfg.val_pairs as u64);
     let d = &cfg.difficulty;
     let rec_path = out_dir.join("train.rec");
-    // Render in blocks of identities: parallel inside a block, written in order, bounded memory.
-    let mut faces: Vec<(u32, Vec<u8>)> = Vec::new();
-    let mut writer_input: Vec<(u32, Vec<u8>)> = Vec::new();
-    for block in (0..cfg.identities).collect::<Vec<_>>().chunks(64) {
-        let rendered: Vec<Result<Vec<(u32, Vec<u8>)>, DataError>> = block
-            .par_iter()
-            .map(|&i| {
-                let id = Identity::new(cfg.seed, i as u64, d);
-                (0..cfg.images_per_id)
-                    .map(|k| {
-                        let (img, _) = render_with(
-                            &id,
-                            &mut rng_for(&[cfg.seed, i as u64, k as u64, 0x1A]),
-                            d,
-                        );
-                        let bytes = encode_jpeg(
-                            &img,
-                            cfg.jpeg_quality,
-                            &format!("synthetic identity {i} image {k}"),
-                        )?;
-                        progress.inc(1);
-                        Ok((i, bytes))
-                    })
-                    .collect()
-            })
-            .collect();
-        for r in rendered {
-            writer_input.extend(r?);
-        }
-        faces.append(&mut writer_input);
-    }
+    // Rendered in parallel blocks and streamed into the pack: memory stays bounded.
+    let per_id = cfg.images_per_id as usize;
+    let faces = super::in_blocks(cfg.identities as usize * per_id, 512, |j| {
+        let (i, k) = ((j / per_id) as u64, (j % per_id) as u64);
+        let id = Identity::new(cfg.seed, i, d);
+        let (img, _, age) = render_with(&id, &mut rng_for(&[cfg.seed, i, k, 0x1A]), d);
+        let bytes = encode_jpeg(
+            &img,
+            cfg.jpeg_quality,
+            &format!("synthetic identity {i} image {k}"),
+        )?;
+        progress.inc(1);
+        Ok((i as u32, age, bytes))
+    });
     let (rec, idx) = recordio::write_insightface(&rec_path, faces)?;
 
     let (mut val_bin, mut val_masked_bin) = (None, None);
@@ -817,7 +811,8 @@ pub fn verification_pairs(
     let d = &cfg.difficulty;
     let fold = (cfg.val_pairs / 10) as u64;
     let masker = Masker::procedural(MaskConfig::default());
-    let pairs: Vec<Result<[(Vec<u8>, Vec<u8>); 2], DataError>> = (0..cfg.val_pairs as u64)
+    type EncodedPair = (Vec<u8>, Vec<u8>);
+    let pairs: Vec<Result<[EncodedPair; 2], DataError>> = (0..cfg.val_pairs as u64)
         .into_par_iter()
         .map(|k| {
             let mut r = rng_for(&[cfg.seed, k, 0x9A1]);
@@ -830,13 +825,12 @@ pub fn verification_pairs(
                 (a + r.gen_range(1..n_ids)) % n_ids
             };
             // Image numbers are unique per pair, so "same" pairs are two different photos.
-            let (img_a, lm_a) = render_face(cfg.seed, VAL_IDENTITY_BASE + a, 2 * k, d);
+            let (img_a, _) = render_face(cfg.seed, VAL_IDENTITY_BASE + a, 2 * k, d);
             let (img_b, _) = render_face(cfg.seed, VAL_IDENTITY_BASE + b, 2 * k + 1, d);
             let mut masked_a = img_a.clone();
-            let _ = lm_a; // masks are placed from the template, as on real aligned crops
             masker.apply(
                 &mut masked_a,
-                &T,
+                &T, // from the template, as on real aligned crops
                 &mut rng_for(&[cfg.seed, k, 0x3A5C]),
                 MaskMode::Eval,
             );
@@ -865,12 +859,7 @@ pub fn verification_pairs(
 /// scored like the verification protocol (10 contiguous folds, threshold chosen on the other 9).
 /// Returns (mean accuracy, mean cosine of same pairs, mean cosine of different pairs).
 pub fn pixel_proxy_accuracy(pairs: &PairSet) -> Result<(f32, f32, f32), DataError> {
-    let feats: Vec<Vec<f32>> = pairs
-        .images
-        .par_iter()
-        .enumerate()
-        .map(|(i, b)| decode_face(b, &format!("pair image {i}")).map(|img| thumbnail(&img)))
-        .collect::<Result<_, _>>()?;
+    let feats: Vec<Vec<f32>> = pairs.decode_all()?.iter().map(thumbnail).collect();
     let cos: Vec<f32> = (0..pairs.len())
         .map(|k| {
             feats[2 * k]
@@ -980,8 +969,19 @@ mod tests {
         let ds = crate::data::RecordDataset::open(&dirs[0].path().join("train.rec")).unwrap();
         assert_eq!((ds.len(), ds.num_classes()), (6, 3));
         let face = ds.read(5).unwrap();
+        let labels = ds.header(5).unwrap().labels;
+        assert_eq!(labels[0], 2.0);
+        assert!(
+            (0.0..=cfg.difficulty.age_max).contains(&labels[1]),
+            "age label {labels:?}"
+        );
+        let ages: Vec<f32> = (0..6).map(|i| ds.header(i).unwrap().labels[1]).collect();
+        assert!(
+            ages.windows(2).any(|w| w[0] != w[1]),
+            "age varies per image: {ages:?}"
+        );
         assert_eq!(face.label, 2);
-        decode_face(&face.bytes, &face.origin).unwrap();
+        crate::data::decode_face(&face.bytes, &face.origin).unwrap();
         let plain = PairSet::read(&dirs[0].path().join("synth_val.bin")).unwrap();
         let masked = PairSet::read(&dirs[0].path().join("synth_val_masked.bin")).unwrap();
         assert_eq!(plain.len(), 20);

@@ -36,6 +36,16 @@ impl PairSet {
         Some((self.images.get(2 * k)?, self.images.get(2 * k + 1)?))
     }
 
+    /// Decode every image (in parallel) as an aligned 112x112 RGB face; errors name the pair.
+    pub fn decode_all(&self) -> Result<Vec<image::RgbImage>, DataError> {
+        use rayon::prelude::*;
+        self.images
+            .par_iter()
+            .enumerate()
+            .map(|(i, b)| super::decode_face(b, &format!("pair {} image {}", i / 2, i % 2)))
+            .collect()
+    }
+
     /// Read a `.bin` file.
     pub fn read(path: &Path) -> Result<Self, DataError> {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
