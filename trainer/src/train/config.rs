@@ -248,6 +248,16 @@ impl TrainConfig {
         {
             return bad("kd.enabled needs kd.teacher_checkpoint or [kd.teacher_onnx]".into());
         }
+        let a = &self.data.loader.augment;
+        let flip_only = a.crop_prob == 0.0
+            && a.low_res_prob == 0.0
+            && a.blur_prob == 0.0
+            && a.jitter_prob == 0.0;
+        if self.kd.enabled && self.kd.teacher_onnx.is_some() && !flip_only {
+            return bad("kd.teacher_onnx caches embeddings of un-augmented images: use flip-only \
+                 augmentation (crop/low_res/blur/jitter probabilities 0) or a kd.teacher_checkpoint"
+                .into());
+        }
         if let Some(c) = self.run.clip_grad_norm {
             if !(c > 0.0) {
                 return bad(format!("run.clip_grad_norm must be > 0, got {c}"));
@@ -322,6 +332,10 @@ mod tests {
         let e = TrainConfig::from_toml("[data]\ntrain_rec=\"a\"", "x.toml", &["oops".into()])
             .unwrap_err();
         assert!(matches!(e, ConfigError::Override(_)));
+        let onnx_with_crops = "[data]\ntrain_rec=\"a\"\n[kd]\nenabled=true\n\
+            [kd.teacher_onnx]\nmodel=\"t.onnx\"\n[data.loader.augment]\ncrop_prob=0.2";
+        let e = TrainConfig::from_toml(onnx_with_crops, "x.toml", &[]).unwrap_err();
+        assert!(e.to_string().contains("flip-only"), "{e}");
     }
 
     #[test]
