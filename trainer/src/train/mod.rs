@@ -379,6 +379,8 @@ impl Trainer {
                 .map(|(&i, &f)| 2 * i as i64 + i64::from(f))
                 .collect();
             let ids = Tensor::from_slice(&ids).to_device(self.device);
+            // The tensors own copies now: hand the buffers back for the next batches.
+            self.loader.recycle(batch);
             let total = self.losses(&t, &ids, step, &mut stats, run.accumulate as f64)?;
             (total * factor).backward();
         }
