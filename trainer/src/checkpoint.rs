@@ -86,6 +86,26 @@ pub fn load_stores(
     Ok(())
 }
 
+/// Saves arbitrary named tensors (stores, optimiser buffers, metadata) in one atomic file.
+pub fn save_named(path: &Path, named: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+    write_atomic(path, named)
+}
+
+/// Every tensor of a checkpoint file by name.
+pub fn read_named(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointError> {
+    read_tensors(path)
+}
+
+/// Copies the `<prefix>`-keyed tensors of an already read file into `vs`; `path` is for errors.
+pub fn load_store_from(
+    vs: &mut VarStore,
+    file: &HashMap<String, Tensor>,
+    prefix: &str,
+    path: &Path,
+) -> Result<(), CheckpointError> {
+    copy_into(vs, file, prefix, path)
+}
+
 fn check_names<'a>(
     path: &Path,
     names: impl Iterator<Item = &'a str>,

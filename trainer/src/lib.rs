@@ -7,9 +7,14 @@
 //! - [`data`]: RecordIO, verification .bin, ImageFolder, the built-in synthetic faces, masks,
 //!   augmentations and the parallel loader.
 //! - [`checkpoint`]: atomic safetensors save/load of VarStores.
+//! - [`eval`]: the insightface verification protocol, TAR@FAR, ROC; [`calibrate`]: thresholds
+//!   with a Clopper-Pearson guarantee.
 
 pub mod bench;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod data;
+pub mod eval;
 pub mod loss;
 pub mod model;
+pub mod train;

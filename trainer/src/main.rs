@@ -32,6 +32,13 @@ enum Command {
     Synth(cli::data::SynthArgs),
     /// Pack an ImageFolder of aligned 112x112 faces into a .rec/.idx and/or a verification .bin.
     Pack(cli::data::PackArgs),
+    /// Train a recipe: `trainer train --config trainer/configs/cpu_small.toml [--set k=v] [--resume ckpt]`.
+    Train(cli::train::TrainArgs),
+    /// Verification protocol (10-fold accuracy, TAR@FAR) on .bin sets, unmasked and masked;
+    /// markdown/JSON table and ROC plot.
+    Eval(cli::eval::EvalArgs),
+    /// Calibrated thresholds (Clopper-Pearson 95% bound on FAR) per condition -> thresholds TOML.
+    Calibrate(cli::eval::CalibrateArgs),
     /// Dataset tools.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -56,6 +63,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(a) => cli::data::synth(a),
         Command::Pack(a) => cli::data::pack(a),
         Command::Data(c) => cli::data::run(c),
+        Command::Train(a) => cli::train::train(a),
+        Command::Eval(a) => cli::eval::eval(a),
+        Command::Calibrate(a) => cli::eval::calibrate(a),
     }
 }
 

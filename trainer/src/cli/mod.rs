@@ -1,4 +1,6 @@
 //! The `trainer` subcommands, one module per area; `main.rs` only parses and dispatches.
 
 pub mod data;
+pub mod eval;
 pub mod models;
+pub mod train;

@@ -162,7 +162,8 @@ pub enum HgTrigger {
 }
 
 /// The KD weight over training: `low` until the trigger fires, then `high` for good.
-#[derive(Debug, Clone)]
+/// Serialisable so a checkpoint resumes the plateau history exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KdSchedule {
     low: f64,
     high: f64,
