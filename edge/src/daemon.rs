@@ -540,3 +540,39 @@ fn log_status<R: OutputPin, C: InputPin, B: InputPin>(
         audit.head(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_section_defaults_and_ranges() {
+        let cfg: DaemonConfig = toml::from_str("status_interval_s = 10").unwrap();
+        assert_eq!(
+            cfg.max_frame_age_ms,
+            DaemonConfig::default().max_frame_age_ms
+        );
+        cfg.validate().unwrap();
+        let bad: DaemonConfig = toml::from_str("tick_ms = 0").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("tick_ms"));
+        assert!(toml::from_str::<DaemonConfig>("tick = 5").is_err());
+    }
+
+    #[test]
+    fn latest_slot_keeps_the_newest_and_drains_before_closing() {
+        let slot = LatestSlot::new();
+        assert!(!slot.put(1));
+        assert!(slot.put(2), "1 was never taken: replaced");
+        slot.close(StopCause::EndOfStream);
+        assert!(matches!(slot.take(Duration::ZERO), Take::Item(2)));
+        assert!(matches!(
+            slot.take(Duration::ZERO),
+            Take::Closed(StopCause::EndOfStream)
+        ));
+        let empty = LatestSlot::<u8>::new();
+        assert!(matches!(
+            empty.take(Duration::from_millis(1)),
+            Take::TimedOut
+        ));
+    }
+}
