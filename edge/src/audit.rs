@@ -44,18 +44,18 @@ const HASH_KEY: &str = ",\"hash\":\"";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit log {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("audit log {path} line {line}: {problem}")]
+    #[error("audit log {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error("audit log {} line {line}: {problem}", path.display())]
     Broken {
         path: PathBuf,
         line: usize,
         problem: String,
     },
-    #[error("audit log {path}: cannot encode event: {source}")]
+    #[error("audit log {path}: cannot encode event: {error}")]
     Encode {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -85,9 +85,9 @@ struct TornTail {
 impl AuditLog {
     /// Open (or create) the log, verifying the whole chain first: a tampered log is refused.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let io_err = |source| AuditError::Io {
+        let io_err = |error| AuditError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io_err)?;
@@ -142,9 +142,9 @@ impl AuditLog {
 
     /// Append with an explicit unix time in milliseconds, and fsync.
     pub fn append_at<E: Serialize>(&mut self, ts_ms: u64, event: &E) -> Result<(), AuditError> {
-        let data = serde_json::to_string(event).map_err(|source| AuditError::Encode {
+        let data = serde_json::to_string(event).map_err(|error| AuditError::Encode {
             path: self.path.clone(),
-            source,
+            error,
         })?;
         let body = format!(
             "{{\"seq\":{},\"ts_ms\":{},\"prev\":\"{}\",\"data\":{}}}",
@@ -152,9 +152,9 @@ impl AuditLog {
         );
         let hash = chain_hash(&self.head, &body);
         let line = format!("{}{HASH_KEY}{hash}\"}}\n", &body[..body.len() - 1]);
-        let io_err = |source| AuditError::Io {
+        let io_err = |error| AuditError::Io {
             path: self.path.clone(),
-            source,
+            error,
         };
         self.file.write_all(line.as_bytes()).map_err(io_err)?;
         self.file.sync_data().map_err(io_err)?;
@@ -187,9 +187,9 @@ fn chain_hash(prev: &str, body: &str) -> String {
 
 /// Verify a log file; the error names the first broken line.
 pub fn verify_file(path: &Path) -> Result<ChainSummary, AuditError> {
-    let bytes = fs::read(path).map_err(|source| AuditError::Io {
+    let bytes = fs::read(path).map_err(|error| AuditError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     verify_bytes(path, &bytes)
 }

@@ -109,11 +109,11 @@ impl Shutdown {
 /// Why the daemon stopped with an error. The door was locked in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("camera: {0}")]
+    #[error(transparent)]
     Frame(#[from] FrameError),
-    #[error("door: {0}")]
+    #[error(transparent)]
     Door(#[from] DoorError),
-    #[error("{0}")]
+    #[error(transparent)]
     Audit(#[from] AuditError),
     #[error("{0} thread panicked")]
     Panicked(&'static str),

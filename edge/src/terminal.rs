@@ -13,16 +13,16 @@ use serde::de::DeserializeOwned;
 /// `edge.toml` could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalConfigError {
-    #[error("not valid TOML: {0}")]
+    #[error(transparent)]
     Toml(#[from] toml::de::Error),
-    #[error("[{section}]: {source}")]
+    #[error("[{section}]: {error}")]
     Section {
         section: &'static str,
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     #[error("missing section [{0}]")]
     Missing(&'static str),
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] ConfigError),
 }
 
@@ -62,9 +62,9 @@ fn section<T: DeserializeOwned>(
             .clone()
             .try_into()
             .map(Some)
-            .map_err(|source| TerminalConfigError::Section {
+            .map_err(|error| TerminalConfigError::Section {
                 section: name,
-                source,
+                error,
             }),
     }
 }
