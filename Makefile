@@ -27,7 +27,8 @@ test-host:
 # The edge runs on ARM: its unit tests (and the shared contracts) run under qemu-aarch64, with
 # the device features (V4L2 camera, GPIO) the deployment package ships.
 test-aarch64:
-	$(CARGO) test --target aarch64-unknown-linux-gnu $(CROSS_PACKAGES) --features edge/device
+	EDGE_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+	  $(CARGO) test --target aarch64-unknown-linux-gnu $(CROSS_PACKAGES) --features edge/device
 
 # Release, as packaged: `make package` reuses this build.
 build-armv7:

@@ -5,11 +5,21 @@ use edge::door::DoorEvent;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Run the built `edge`. In cross test runs (`make test-aarch64`) the binary is for the target,
+/// so `EDGE_TEST_RUNNER` (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`) runs it.
 fn edge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edge"))
-        .args(args)
-        .output()
-        .unwrap()
+    let bin = env!("CARGO_BIN_EXE_edge");
+    let runner = std::env::var("EDGE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.args(args).output().unwrap()
 }
 
 fn text(out: &Output) -> String {
@@ -79,6 +89,6 @@ fn run_names_a_missing_or_broken_config() {
 #[test]
 fn version_is_printed() {
     let out = edge(&["--version"]);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("edge "));
 }
