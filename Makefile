@@ -9,7 +9,7 @@ HOST_PACKAGES := -p maskgate-shared -p edge -p trainer -p maskgate-e2e
 CROSS_PACKAGES := -p maskgate-shared -p edge
 OUT ?= out/demo
 
-.PHONY: setup demo test test-host test-aarch64 build-armv7 fmt clippy
+.PHONY: setup demo test test-host test-aarch64 build-armv7 package test-package fmt clippy
 
 setup:
 	@bash scripts/setup.sh
@@ -18,18 +18,29 @@ demo: setup
 	$(CARGO) build --release -p trainer -p edge
 	bash scripts/demo.sh "$(OUT)"
 
-test: setup test-host test-aarch64 build-armv7
+test: setup test-host test-aarch64 build-armv7 test-package
 	@echo "all test stages passed"
 
 test-host:
 	$(CARGO) test $(HOST_PACKAGES)
 
-# The edge runs on ARM: its unit tests (and the shared contracts) run under qemu-aarch64.
+# The edge runs on ARM: its unit tests (and the shared contracts) run under qemu-aarch64, with
+# the device features (V4L2 camera, GPIO) the deployment package ships.
 test-aarch64:
-	$(CARGO) test --target aarch64-unknown-linux-gnu $(CROSS_PACKAGES)
+	EDGE_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+	  $(CARGO) test --target aarch64-unknown-linux-gnu $(CROSS_PACKAGES) --features edge/device
 
+# Release, as packaged: `make package` reuses this build.
 build-armv7:
-	$(CARGO) build --target armv7-unknown-linux-gnueabihf -p edge
+	$(CARGO) build --release --target armv7-unknown-linux-gnueabihf -p edge --features device
+
+# Device tarballs (aarch64, armv7) in out/package; BUNDLE=path adds the signed bundle.
+package: setup
+	bash scripts/package.sh
+
+# Install the aarch64 package into a scratch root and run it under qemu.
+test-package:
+	bash scripts/test-package.sh
 
 fmt:
 	$(CARGO) fmt --all

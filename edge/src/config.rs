@@ -32,6 +32,16 @@ pub struct RawConfig {
     pub gallery: RawGallery,
     #[serde(default)]
     pub quality: QualityConfig,
+    /// The door terminal's sections, validated by [`crate::terminal::TerminalConfig`]; named
+    /// here so a single edge.toml holds both and every other unknown key stays an error.
+    #[serde(default)]
+    pub camera: Option<toml::Value>,
+    #[serde(default)]
+    pub door: Option<toml::Value>,
+    #[serde(default)]
+    pub audit: Option<toml::Value>,
+    #[serde(default)]
+    pub daemon: Option<toml::Value>,
 }
 
 /// `[model]`: exactly one of `[model.bundle]` or `[model.onnx]`.

@@ -4,16 +4,25 @@
 //! [`config`] (edge.toml) -> [`model`] (tract plans, built once) -> [`detect`] (YuNet) ->
 //! [`align`] (shared alignment) -> [`quality`] (the gate) -> [`embed`] (recogniser) ->
 //! [`matcher`] (1:N, 1:1) over the encrypted [`gallery`]; [`pipeline`] chains them.
+//! The door: [`frame`] sources -> [`daemon`] (threads, queues, signals) -> [`door`] (policy,
+//! relay and inputs over embedded-hal) with every decision in the hash-chained [`audit`] log;
+//! [`recognizer`] plugs the pipeline into the daemon; [`terminal`] reads the door's config.
 
 pub mod align;
+pub mod audit;
 pub mod config;
+pub mod daemon;
 pub mod detect;
+pub mod door;
 pub mod embed;
+pub mod frame;
 pub mod gallery;
 pub mod matcher;
 pub mod model;
 pub mod pipeline;
 pub mod quality;
+pub mod recognizer;
+pub mod terminal;
 
 pub use config::Config;
 pub use detect::{BBox, DetectedFace, Detector};

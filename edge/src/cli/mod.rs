@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+mod door;
+
 /// maskgate door terminal: enroll people and recognise them, masked or not.
 #[derive(Parser)]
 #[command(name = "edge", version, about)]
@@ -64,6 +66,18 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Run the door terminal: capture, recognise, decide, drive the relay (until SIGTERM/SIGINT).
+    Run,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: door::AuditCommand,
+    },
+    /// Administration helpers.
+    Admin {
+        #[command(subcommand)]
+        command: door::AdminCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +113,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let Some(command) = cli.command else {
         bail!("no command given (try --help)");
     };
+    // Commands that need no recognition config.
+    let command = match command {
+        Command::Audit { command } => return door::audit(command),
+        Command::Admin { command } => return door::admin(command),
+        Command::Run => return door::run(&cli.config),
+        other => other,
+    };
     let cfg = load_config(&cli.config)?;
     let out = Output { json: cli.json };
     match command {
@@ -115,6 +136,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             templates,
             runs,
         } => bench(&cfg, &image, templates, runs),
+        Command::Run | Command::Audit { .. } | Command::Admin { .. } => {
+            bail!("internal: door command reached the recognition dispatcher")
+        }
     }
 }
 

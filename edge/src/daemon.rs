@@ -1,0 +1,578 @@
+//! `edge run`: capture -> recognise -> decide, on three threads joined by one-slot queues.
+//!
+//! Each queue holds only the newest item: when a stage is slower than the one before it, the
+//! older frame is dropped (and counted) so a decision is never made on a stale picture. The
+//! deciding thread (the caller's) owns the door and the audit log; it also ticks the door every
+//! `tick_ms` (relock, exit button, door contact) and logs a status line every
+//! `status_interval_s`. It stops on SIGTERM/SIGINT (via [`Shutdown`]), at the end of a replayed
+//! source, or on the first fatal error; in every case the door is locked before returning.
+
+use crate::audit::{AuditError, AuditLog};
+use crate::door::{DoorController, DoorError, DoorEvent, DoorParts, Observation};
+use crate::frame::{Frame, FrameError, FrameSource};
+use embedded_hal::digital::{InputPin, OutputPin};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Frame-level recognition failure: the frame is skipped.
+#[derive(Debug, thiserror::Error)]
+#[error("recognition failed: {0}")]
+pub struct RecognizeError(pub String);
+
+/// Turns a frame into the faces in it. The edge pipeline implements this (detect, quality
+/// gate, align, embed, 1:N match against the gallery at the operating threshold); tests use
+/// scripted recognisers.
+pub trait FaceRecognizer: Send {
+    fn recognize(&mut self, frame: &Frame) -> Result<Vec<Observation>, RecognizeError>;
+}
+
+impl<R: FaceRecognizer + ?Sized> FaceRecognizer for Box<R> {
+    fn recognize(&mut self, frame: &Frame) -> Result<Vec<Observation>, RecognizeError> {
+        (**self).recognize(frame)
+    }
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Seconds between status lines in the log (0: never).
+    pub status_interval_s: u64,
+    /// A recognition result older than this (since capture) is not decided on.
+    pub max_frame_age_ms: u64,
+    /// How often the door is ticked (relock, inputs) in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            status_interval_s: 60,
+            max_frame_age_ms: 700,
+            tick_ms: 20,
+        }
+    }
+}
+
+impl DaemonConfig {
+    pub fn validate(&self) -> Result<(), crate::door::config::ConfigError> {
+        use crate::door::config::ConfigError;
+        if !(50..=10_000).contains(&self.max_frame_age_ms) {
+            return Err(ConfigError::new(
+                "daemon",
+                "max_frame_age_ms",
+                "must be between 50 and 10000",
+            ));
+        }
+        if !(1..=1000).contains(&self.tick_ms) {
+            return Err(ConfigError::new(
+                "daemon",
+                "tick_ms",
+                "must be between 1 and 1000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The stop request, set by signals or by hand; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A flag raised by SIGTERM (systemd stop) and SIGINT (Ctrl-C).
+    pub fn on_signals() -> std::io::Result<Self> {
+        let s = Self::new();
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, Arc::clone(&s.0))?;
+        }
+        Ok(s)
+    }
+
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Why the daemon stopped with an error. The door was locked in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Door(#[from] DoorError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("{0} thread panicked")]
+    Panicked(&'static str),
+}
+
+/// What happened during a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DaemonReport {
+    pub frames_captured: u64,
+    /// Replaced in a queue by a newer frame before anyone looked at it.
+    pub frames_dropped: u64,
+    /// Recognised, but too old to decide on.
+    pub frames_stale: u64,
+    pub bad_frames: u64,
+    pub recognize_errors: u64,
+    pub frames_decided: u64,
+    /// Door events by [`DoorEvent::kind`].
+    pub events: BTreeMap<&'static str, u64>,
+    pub stop_reason: String,
+}
+
+impl DaemonReport {
+    pub fn count(&self, kind: &str) -> u64 {
+        self.events.get(kind).copied().unwrap_or(0)
+    }
+}
+
+/// Why a producer thread stopped.
+#[derive(Debug, Clone)]
+enum StopCause {
+    EndOfStream,
+    Stopped,
+    Fatal(Arc<FrameError>),
+}
+
+enum Take<T> {
+    Item(T),
+    TimedOut,
+    Closed(StopCause),
+}
+
+/// A queue of capacity one that keeps the newest item.
+struct LatestSlot<T> {
+    state: Mutex<(Option<T>, Option<StopCause>)>,
+    ready: Condvar,
+}
+
+impl<T> LatestSlot<T> {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new((None, None)),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<T>, Option<StopCause>)> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Store `item`; true when it replaced one nobody took.
+    fn put(&self, item: T) -> bool {
+        let replaced = self.lock().0.replace(item).is_some();
+        self.ready.notify_one();
+        replaced
+    }
+
+    fn close(&self, cause: StopCause) {
+        self.lock().1.get_or_insert(cause);
+        self.ready.notify_all();
+    }
+
+    /// The item if there is one (even after close), else the close cause, else wait.
+    fn take(&self, timeout: Duration) -> Take<T> {
+        let mut state = self.lock();
+        if state.0.is_none() && state.1.is_none() {
+            state = match self.ready.wait_timeout(state, timeout) {
+                Ok((s, _)) => s,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        match (state.0.take(), &state.1) {
+            (Some(item), _) => Take::Item(item),
+            (None, Some(cause)) => Take::Closed(cause.clone()),
+            (None, None) => Take::TimedOut,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    captured: AtomicU64,
+    dropped: AtomicU64,
+    bad: AtomicU64,
+    recognize_errors: AtomicU64,
+}
+
+struct Stamped<T> {
+    at: Duration,
+    seq: u64,
+    item: T,
+}
+
+/// Run the terminal until shutdown, end of stream or a fatal error. `open_source` runs on the
+/// capture thread (camera handles may not move between threads). Returns the door's pins (the
+/// door locked) and the report or the error that stopped it.
+pub fn run<R, C, B, S, F, Rec>(
+    cfg: &DaemonConfig,
+    open_source: F,
+    mut recognizer: Rec,
+    mut door: DoorController<R, C, B>,
+    audit: &mut AuditLog,
+    shutdown: &Shutdown,
+) -> (DoorParts<R, C, B>, Result<DaemonReport, DaemonError>)
+where
+    R: OutputPin,
+    C: InputPin,
+    B: InputPin,
+    S: FrameSource,
+    F: FnOnce() -> Result<S, FrameError> + Send + 'static,
+    Rec: FaceRecognizer + 'static,
+{
+    let clock = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let frames = Arc::new(LatestSlot::<Stamped<Frame>>::new());
+    let results = Arc::new(LatestSlot::<Stamped<Vec<Observation>>>::new());
+
+    let capture = {
+        let (stop, counters, frames) = (
+            Arc::clone(&stop),
+            Arc::clone(&counters),
+            Arc::clone(&frames),
+        );
+        thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                let cause = capture_loop(open_source, &frames, &counters, &stop, clock);
+                frames.close(cause);
+            })
+    };
+    let recognise = {
+        let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
+        let (frames, results) = (Arc::clone(&frames), Arc::clone(&results));
+        thread::Builder::new()
+            .name("recognise".into())
+            .spawn(move || {
+                let cause = recognise_loop(&mut recognizer, &frames, &results, &counters, &stop);
+                results.close(cause);
+            })
+    };
+
+    let mut report = DaemonReport::default();
+    let outcome = match (capture, recognise) {
+        (Ok(capture), Ok(recognise)) => {
+            let decided = decide_loop(
+                cfg,
+                &mut door,
+                audit,
+                &results,
+                &counters,
+                shutdown,
+                clock,
+                &mut report,
+            );
+            stop.store(true, Ordering::SeqCst);
+            frames.close(StopCause::Stopped);
+            results.close(StopCause::Stopped);
+            let joined = [("capture", capture.join()), ("recognise", recognise.join())]
+                .into_iter()
+                .find(|(_, j)| j.is_err())
+                .map(|(name, _)| DaemonError::Panicked(name));
+            match (decided, joined) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Some(e)) => Err(e),
+                (Ok(()), None) => Ok(()),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            stop.store(true, Ordering::SeqCst);
+            frames.close(StopCause::Stopped);
+            results.close(StopCause::Stopped);
+            Err(DaemonError::Frame(FrameError::Fatal {
+                source_name: "daemon".into(),
+                reason: format!("cannot start a thread: {e}"),
+            }))
+        }
+    };
+
+    let (parts, locked) = door.release();
+    report.frames_captured = counters.captured.load(Ordering::SeqCst);
+    report.frames_dropped = counters.dropped.load(Ordering::SeqCst);
+    report.bad_frames = counters.bad.load(Ordering::SeqCst);
+    report.recognize_errors = counters.recognize_errors.load(Ordering::SeqCst);
+    let result = match (outcome, locked) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(DaemonError::Door(e)),
+        (Ok(()), Ok(())) => Ok(report),
+    };
+    (parts, result)
+}
+
+fn capture_loop<S, F>(
+    open_source: F,
+    frames: &LatestSlot<Stamped<Frame>>,
+    counters: &Counters,
+    stop: &AtomicBool,
+    clock: Instant,
+) -> StopCause
+where
+    S: FrameSource,
+    F: FnOnce() -> Result<S, FrameError>,
+{
+    let mut source = match open_source() {
+        Ok(s) => s,
+        Err(e) => return StopCause::Fatal(Arc::new(e)),
+    };
+    tracing::info!("capturing from {}", source.describe());
+    while !stop.load(Ordering::SeqCst) {
+        match source.next_frame() {
+            Ok(Some(frame)) => {
+                counters.captured.fetch_add(1, Ordering::SeqCst);
+                let stamped = Stamped {
+                    at: clock.elapsed(),
+                    seq: frame.seq,
+                    item: frame,
+                };
+                if frames.put(stamped) {
+                    counters.dropped.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Ok(None) => return StopCause::EndOfStream,
+            Err(e) if e.is_fatal() => return StopCause::Fatal(Arc::new(e)),
+            Err(e) => {
+                counters.bad.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!("skipping: {e}");
+            }
+        }
+    }
+    StopCause::Stopped
+}
+
+fn recognise_loop<Rec: FaceRecognizer>(
+    recognizer: &mut Rec,
+    frames: &LatestSlot<Stamped<Frame>>,
+    results: &LatestSlot<Stamped<Vec<Observation>>>,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> StopCause {
+    while !stop.load(Ordering::SeqCst) {
+        match frames.take(Duration::from_millis(100)) {
+            Take::Item(Stamped { at, seq, item }) => match recognizer.recognize(&item) {
+                Ok(faces) => {
+                    if results.put(Stamped {
+                        at,
+                        seq,
+                        item: faces,
+                    }) {
+                        counters.dropped.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                Err(e) => {
+                    counters.recognize_errors.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!("frame {seq}: {e}");
+                }
+            },
+            Take::TimedOut => {}
+            Take::Closed(cause) => return cause,
+        }
+    }
+    StopCause::Stopped
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
+    cfg: &DaemonConfig,
+    door: &mut DoorController<R, C, B>,
+    audit: &mut AuditLog,
+    results: &LatestSlot<Stamped<Vec<Observation>>>,
+    counters: &Counters,
+    shutdown: &Shutdown,
+    clock: Instant,
+    report: &mut DaemonReport,
+) -> Result<(), DaemonError> {
+    let tick = Duration::from_millis(cfg.tick_ms);
+    let max_age = Duration::from_millis(cfg.max_frame_age_ms);
+    let status_every = Duration::from_secs(cfg.status_interval_s);
+    let mut next_status = clock.elapsed() + status_every;
+
+    record(
+        audit,
+        door,
+        report,
+        DoorEvent::Started {
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+    )?;
+    let stop_reason = loop {
+        if shutdown.is_requested() {
+            break "signal".to_string();
+        }
+        let taken = results.take(tick);
+        let now = clock.elapsed();
+        match door.tick(now) {
+            Ok(events) => {
+                for e in events {
+                    record(audit, door, report, e)?;
+                }
+            }
+            Err(e) => return Err(fault(audit, door, report, DaemonError::Door(e))),
+        }
+        match taken {
+            Take::Item(Stamped {
+                at,
+                seq,
+                item: faces,
+            }) => {
+                if now.saturating_sub(at) > max_age {
+                    report.frames_stale += 1;
+                    tracing::debug!("frame {seq} is {:?} old: not deciding on it", now - at);
+                } else {
+                    report.frames_decided += 1;
+                    match door.on_frame(at, &faces) {
+                        Ok(Some(e)) => record(audit, door, report, e)?,
+                        Ok(None) => {}
+                        Err(e) => return Err(fault(audit, door, report, DaemonError::Door(e))),
+                    }
+                }
+            }
+            Take::TimedOut => {}
+            Take::Closed(StopCause::EndOfStream) => break "end of stream".to_string(),
+            Take::Closed(StopCause::Stopped) => break "stopped".to_string(),
+            Take::Closed(StopCause::Fatal(e)) => {
+                let err =
+                    DaemonError::Frame(Arc::try_unwrap(e).unwrap_or_else(|e| FrameError::Fatal {
+                        source_name: "camera".into(),
+                        reason: e.to_string(),
+                    }));
+                return Err(fault(audit, door, report, err));
+            }
+        }
+        if cfg.status_interval_s > 0 && now >= next_status {
+            next_status = now + status_every;
+            log_status(door, audit, counters, report, now);
+        }
+    };
+    door.fail_secure()?;
+    report.stop_reason = stop_reason.clone();
+    record(
+        audit,
+        door,
+        report,
+        DoorEvent::Stopped {
+            reason: stop_reason,
+        },
+    )?;
+    Ok(())
+}
+
+/// Append to the audit log and count; if the log cannot be written the door is locked, since
+/// the terminal must not act unrecorded.
+fn record<R: OutputPin, C: InputPin, B: InputPin>(
+    audit: &mut AuditLog,
+    door: &mut DoorController<R, C, B>,
+    report: &mut DaemonReport,
+    event: DoorEvent,
+) -> Result<(), DaemonError> {
+    tracing::info!(event = event.kind(), "{event:?}");
+    *report.events.entry(event.kind()).or_insert(0) += 1;
+    if let Err(e) = audit.append(&event) {
+        let _ = door.fail_secure();
+        return Err(DaemonError::Audit(e));
+    }
+    Ok(())
+}
+
+/// Lock, record the fault (best effort) and hand the error back.
+fn fault<R: OutputPin, C: InputPin, B: InputPin>(
+    audit: &mut AuditLog,
+    door: &mut DoorController<R, C, B>,
+    report: &mut DaemonReport,
+    err: DaemonError,
+) -> DaemonError {
+    if let Err(e) = door.fail_secure() {
+        tracing::error!("could not lock the door: {e}");
+    }
+    report.stop_reason = err.to_string();
+    if let Err(e) = record(
+        audit,
+        door,
+        report,
+        DoorEvent::Fault {
+            what: err.to_string(),
+        },
+    ) {
+        tracing::error!("could not record the fault: {e}");
+    }
+    err
+}
+
+fn log_status<R: OutputPin, C: InputPin, B: InputPin>(
+    door: &DoorController<R, C, B>,
+    audit: &AuditLog,
+    counters: &Counters,
+    report: &DaemonReport,
+    now: Duration,
+) {
+    tracing::info!(
+        target: "status",
+        "up {}s frames={} dropped={} stale={} bad={} recognise_errors={} decided={} unlocks={} denials={} lockout={} door={} audit_entries={} audit_head={}",
+        now.as_secs(),
+        counters.captured.load(Ordering::SeqCst),
+        counters.dropped.load(Ordering::SeqCst),
+        report.frames_stale,
+        counters.bad.load(Ordering::SeqCst),
+        counters.recognize_errors.load(Ordering::SeqCst),
+        report.frames_decided,
+        report.count("unlocked"),
+        report.count("denied"),
+        door.policy().is_locked_out(now),
+        if door.is_unlocked() { "unlocked" } else { "locked" },
+        audit.entries(),
+        audit.head(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_section_defaults_and_ranges() {
+        let cfg: DaemonConfig = toml::from_str("status_interval_s = 10").unwrap();
+        assert_eq!(
+            cfg.max_frame_age_ms,
+            DaemonConfig::default().max_frame_age_ms
+        );
+        cfg.validate().unwrap();
+        let bad: DaemonConfig = toml::from_str("tick_ms = 0").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("tick_ms"));
+        assert!(toml::from_str::<DaemonConfig>("tick = 5").is_err());
+    }
+
+    #[test]
+    fn latest_slot_keeps_the_newest_and_drains_before_closing() {
+        let slot = LatestSlot::new();
+        assert!(!slot.put(1));
+        assert!(slot.put(2), "1 was never taken: replaced");
+        slot.close(StopCause::EndOfStream);
+        assert!(matches!(slot.take(Duration::ZERO), Take::Item(2)));
+        assert!(matches!(
+            slot.take(Duration::ZERO),
+            Take::Closed(StopCause::EndOfStream)
+        ));
+        let empty = LatestSlot::<u8>::new();
+        assert!(matches!(
+            empty.take(Duration::from_millis(1)),
+            Take::TimedOut
+        ));
+    }
+}

@@ -1,0 +1,109 @@
+//! The door terminal's own sections of `edge.toml`: `[camera]`, `[door]`, `[audit]`, `[daemon]`.
+//!
+//! Read from the whole file so they can sit beside the pipeline's sections; each section
+//! rejects unknown keys and is range-checked.
+
+use crate::audit::AuditConfig;
+use crate::daemon::DaemonConfig;
+use crate::door::config::ConfigError;
+use crate::door::DoorConfig;
+use crate::frame::CameraConfig;
+use serde::de::DeserializeOwned;
+
+/// `edge.toml` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalConfigError {
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error("[{section}]: {error}")]
+    Section {
+        section: &'static str,
+        error: toml::de::Error,
+    },
+    #[error("missing section [{0}]")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Everything `edge run` needs besides the recogniser.
+#[derive(Debug, Clone)]
+pub struct TerminalConfig {
+    pub camera: CameraConfig,
+    pub door: DoorConfig,
+    pub audit: AuditConfig,
+    pub daemon: DaemonConfig,
+}
+
+impl TerminalConfig {
+    /// Parse the four sections out of a whole `edge.toml`; other sections are left alone.
+    pub fn from_toml(text: &str) -> Result<Self, TerminalConfigError> {
+        let table: toml::Table = text.parse()?;
+        let cfg = Self {
+            camera: section(&table, "camera")?.unwrap_or(toml::from_str("")?),
+            door: section(&table, "door")?.ok_or(TerminalConfigError::Missing("door"))?,
+            audit: section(&table, "audit")?.unwrap_or_default(),
+            daemon: section(&table, "daemon")?.unwrap_or_default(),
+        };
+        cfg.camera.validate()?;
+        cfg.door.validate()?;
+        cfg.daemon.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn section<T: DeserializeOwned>(
+    table: &toml::Table,
+    name: &'static str,
+) -> Result<Option<T>, TerminalConfigError> {
+    match table.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map(Some)
+            .map_err(|error| TerminalConfigError::Section {
+                section: name,
+                error,
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example shipped in the deployment package must parse.
+    const PACKAGED: &str = include_str!("../../packaging/edge.toml");
+
+    #[test]
+    fn the_packaged_config_parses() {
+        let cfg = TerminalConfig::from_toml(PACKAGED).unwrap();
+        assert_eq!(cfg.door.relay.line, 17);
+        assert_eq!(
+            cfg.audit.path,
+            std::path::PathBuf::from("/var/lib/maskgate/audit.jsonl")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_section_and_key() {
+        let err = TerminalConfig::from_toml("[camera]\nfps = 15\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[door]"), "{err}");
+        let text = PACKAGED.replace("[daemon]", "[daemon]\nspeed = 3");
+        let err = TerminalConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("[daemon]") && err.contains("speed"), "{err}");
+        let text = PACKAGED.replace("fps = 15", "fps = 500");
+        let err = TerminalConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("fps"), "{err}");
+        assert!(TerminalConfig::from_toml("[door\n").is_err());
+    }
+
+    #[test]
+    fn other_sections_are_ignored() {
+        let text = format!("[pipeline]\nanything = 1\n{PACKAGED}");
+        TerminalConfig::from_toml(&text).unwrap();
+    }
+}
