@@ -7,9 +7,11 @@
 //! - [`data`]: RecordIO, verification .bin, ImageFolder, the built-in synthetic faces, masks,
 //!   augmentations and the parallel loader.
 //! - [`checkpoint`]: atomic safetensors save/load of VarStores.
+//! - [`export`]: ONNX export checked against tch, quantised variants, signed bundles.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod export;
 pub mod loss;
 pub mod model;

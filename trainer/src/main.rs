@@ -35,6 +35,16 @@ enum Command {
     /// Dataset tools.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Write a checkpoint's backbone as ONNX (BN folded), checked against tch in tract.
+    Export(cli::export::ExportArgs),
+    /// Build f16 / int8-weights / int8 (QDQ) variants and measure them against f32.
+    Quantize(cli::export::QuantizeArgs),
+    /// Time the equivalent ONNX encodings of PReLU, the FC and flatten in tract.
+    ExportForms(cli::export::FormsArgs),
+    /// Create an ed25519 signing key pair for bundles.
+    Keygen(cli::export::KeygenArgs),
+    /// Sign model + thresholds + preprocessing + provenance into a bundle.
+    Bundle(cli::export::BundleArgs),
 }
 
 fn check() -> anyhow::Result<()> {
@@ -56,6 +66,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(a) => cli::data::synth(a),
         Command::Pack(a) => cli::data::pack(a),
         Command::Data(c) => cli::data::run(c),
+        Command::Export(a) => cli::export::export(a),
+        Command::Quantize(a) => cli::export::quantize(a),
+        Command::ExportForms(a) => cli::export::forms(a),
+        Command::Keygen(a) => cli::export::keygen(a),
+        Command::Bundle(a) => cli::export::bundle(a),
     }
 }
 

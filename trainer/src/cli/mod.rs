@@ -1,4 +1,5 @@
 //! The `trainer` subcommands, one module per area; `main.rs` only parses and dispatches.
 
 pub mod data;
+pub mod export;
 pub mod models;
