@@ -33,9 +33,8 @@ fn write_checkpoint(dir: &Path) -> PathBuf {
     let m = perturbed("tiny", &small_cfg(), 1);
     let head = tch::nn::VarStore::new(tch::Device::Cpu);
     let r = head.root();
-    let w = r.randn("weight", &[1, 64], 0.0, 0.1);
-    let _ = w;
-    r.randn("bias", &[1], 0.0, 0.1);
+    let _ = r.randn("weight", &[1, 64], 0.0, 0.1);
+    let _ = r.randn("bias", &[1], 0.0, 0.1);
     let path = dir.join("tiny.safetensors");
     checkpoint::save_stores(&path, &[("backbone", &m.vs), ("mask_head", &head)]).unwrap();
     path
@@ -239,10 +238,14 @@ fn int8_variants_stay_above_the_cosine_floor_and_a_tight_budget_refuses() {
         .iter()
         .find(|r| r.variant == Variant::Int8Static)
         .unwrap();
-    assert!(
-        int8.bytes.len() < f32_row.bytes.len() / 2,
-        "int8 file not smaller"
-    );
+    // The final FC stays f32 in int8 variants; every other weight shrinks.
+    for r in &rows[1..] {
+        assert!(
+            r.bytes.len() < f32_row.bytes.len(),
+            "{} not smaller",
+            r.variant.name()
+        );
+    }
     let tight = AccuracyBudget {
         min_mean_cosine: 0.999999,
         ..Default::default()
