@@ -118,10 +118,12 @@ pub struct GraphForms {
 }
 
 impl Default for GraphForms {
-    /// The forms chosen for tract by `trainer export-forms` (see docs/EXPORT.md).
+    /// The forms chosen for tract by `trainer export-forms` (see docs/EXPORT.md): PReLU as
+    /// Max/Min runs about 2.4x faster than the PRelu op on mbf; the FC and flatten forms are
+    /// within noise.
     fn default() -> Self {
         Self {
-            prelu: PreluForm::PRelu,
+            prelu: PreluForm::MaxMin,
             fc: FcForm::Gemm,
             flatten: FlattenForm::Flatten,
         }
