@@ -211,7 +211,9 @@ impl Emitter<'_> {
         Ok(self.b.node("DequantizeLinear", &[&q, &s, &z], &[]))
     }
 
-    /// Conv (no bias in the model) with the following BN folded in.
+    /// Conv (no bias in the model) with the following BN folded in. The arguments mirror the
+    /// conv's geometry one to one, so they stay separate.
+    #[allow(clippy::too_many_arguments)]
     fn conv_bn(
         &mut self,
         x: &str,
