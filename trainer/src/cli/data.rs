@@ -338,17 +338,12 @@ pub fn inspect(file: PathBuf, sheet: Option<PathBuf>, masks: Option<String>) -> 
     Ok(())
 }
 
+
 /// Run one `trainer data ...` subcommand.
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Bench(a) => bench(a),
-        DataCommand::MaskPairs {
-            input,
-            out,
-            masks,
-            both,
-            seed,
-        } => mask_pairs(input, out, masks, both, seed),
+        DataCommand::MaskPairs { input, out, masks, both, seed } => mask_pairs(input, out, masks, both, seed),
         DataCommand::Inspect { file, sheet, masks } => inspect(file, sheet, masks),
     }
 }
