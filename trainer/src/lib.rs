@@ -9,12 +9,14 @@
 //! - [`checkpoint`]: atomic safetensors save/load of VarStores.
 //! - [`eval`]: the insightface verification protocol, TAR@FAR, ROC; [`calibrate`]: thresholds
 //!   with a Clopper-Pearson guarantee.
+//! - [`export`]: ONNX export checked against tch, quantised variants, signed bundles.
 
 pub mod bench;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod loss;
 pub mod model;
 pub mod train;

@@ -42,6 +42,16 @@ enum Command {
     /// Dataset tools.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Write a checkpoint's backbone as ONNX (BN folded), checked against tch in tract.
+    Export(cli::export::ExportArgs),
+    /// Build f16 / int8-weights / int8 (QDQ) variants and measure them against f32.
+    Quantize(cli::export::QuantizeArgs),
+    /// Time the equivalent ONNX encodings of PReLU, the FC and flatten in tract.
+    ExportForms(cli::export::FormsArgs),
+    /// Create an ed25519 signing key pair for bundles.
+    Keygen(cli::export::KeygenArgs),
+    /// Sign model + thresholds + preprocessing + provenance into a bundle.
+    Bundle(cli::export::BundleArgs),
 }
 
 fn check() -> anyhow::Result<()> {
@@ -66,6 +76,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(a) => cli::train::train(a),
         Command::Eval(a) => cli::eval::eval(a),
         Command::Calibrate(a) => cli::eval::calibrate(a),
+        Command::Export(a) => cli::export::export(a),
+        Command::Quantize(a) => cli::export::quantize(a),
+        Command::ExportForms(a) => cli::export::forms(a),
+        Command::Keygen(a) => cli::export::keygen(a),
+        Command::Bundle(a) => cli::export::bundle(a),
     }
 }
 

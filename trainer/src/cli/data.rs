@@ -126,7 +126,10 @@ pub fn synth(a: SynthArgs) -> Result<()> {
             .with_context(|| format!("difficulty knobs in {}", a.difficulty))?
     } else {
         data::synth::Difficulty::preset(&a.difficulty).with_context(|| {
-            format!("unknown difficulty {:?} (easy, default, hard, or a .toml file)", a.difficulty)
+            format!(
+                "unknown difficulty {:?} (easy, default, hard, or a .toml file)",
+                a.difficulty
+            )
         })?
     };
     let cfg = data::synth::SynthConfig {
@@ -350,12 +353,17 @@ pub fn inspect(file: PathBuf, sheet: Option<PathBuf>, masks: Option<String>) -> 
     Ok(())
 }
 
-
 /// Run one `trainer data ...` subcommand.
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Bench(a) => bench(a),
-        DataCommand::MaskPairs { input, out, masks, both, seed } => mask_pairs(input, out, masks, both, seed),
+        DataCommand::MaskPairs {
+            input,
+            out,
+            masks,
+            both,
+            seed,
+        } => mask_pairs(input, out, masks, both, seed),
         DataCommand::Inspect { file, sheet, masks } => inspect(file, sheet, masks),
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod models;
 pub mod train;
