@@ -8,7 +8,7 @@
 //! checkpoint loads unrenamed (trainer/docs/CONVERT.md).
 
 use super::layers::{batch_norm2d, Conv, ConvSpec, FixedGammaBatchNorm1d, PRelu};
-use super::{Backbone, BackboneCfg, BackboneOutput};
+use super::{Backbone, BackboneCfg};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::ModuleT, Tensor};
 
@@ -195,22 +195,21 @@ impl IResNet {
 }
 
 impl Backbone for IResNet {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> BackboneOutput {
+    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let x = self.conv1.forward(xs).apply_t(&self.bn1, train);
         let mut x = self.prelu.forward(&x);
         for block in self.stages.iter().flatten() {
             x = block.forward_t(&x, train);
         }
-        let feature_map = x;
+        x
+    }
+
+    fn embed_t(&self, feature_map: &Tensor, train: bool) -> Tensor {
         let x = feature_map
             .apply_t(&self.bn2, train)
             .flatten(1, -1)
             .dropout(self.dropout, train);
-        let embedding = self.features.forward_t(&x.apply(&self.fc), train);
-        BackboneOutput {
-            embedding,
-            feature_map,
-        }
+        self.features.forward_t(&x.apply(&self.fc), train)
     }
 
     fn embedding_dim(&self) -> i64 {

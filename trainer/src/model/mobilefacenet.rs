@@ -8,7 +8,7 @@
 //! of a DepthWise unit), `conv_sep.*`, `features.layers.{0,2,3}.*` (GDC).
 
 use super::layers::{batch_norm1d, batch_norm2d, Conv, ConvSpec, PRelu};
-use super::{Backbone, BackboneCfg, BackboneOutput};
+use super::{Backbone, BackboneCfg};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::ModuleT, Tensor};
 
@@ -262,18 +262,17 @@ fn residual_units(
 }
 
 impl Backbone for MobileFaceNet {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> BackboneOutput {
+    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = xs.shallow_clone();
         for stage in &self.stages {
             x = stage.forward_t(&x, train);
         }
-        let feature_map = self.conv_sep.forward_t(&x, train);
-        let x = self.gdc_conv.forward_t(&feature_map, train).flatten(1, -1);
-        let embedding = x.apply(&self.gdc_linear).apply_t(&self.gdc_bn, train);
-        BackboneOutput {
-            embedding,
-            feature_map,
-        }
+        self.conv_sep.forward_t(&x, train)
+    }
+
+    fn embed_t(&self, feature_map: &Tensor, train: bool) -> Tensor {
+        let x = self.gdc_conv.forward_t(feature_map, train).flatten(1, -1);
+        x.apply(&self.gdc_linear).apply_t(&self.gdc_bn, train)
     }
 
     fn embedding_dim(&self) -> i64 {

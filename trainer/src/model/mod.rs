@@ -51,8 +51,20 @@ pub struct BackboneOutput {
 
 /// A face backbone: load once, run many times.
 pub trait Backbone: std::fmt::Debug + Send {
+    /// The body: input -> final conv feature map (B,C,h,w); `train` selects batch statistics.
+    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor;
+    /// The output head: feature map -> un-normalised embedding (output BN, flatten, FC, BN).
+    /// Mixed-precision training runs it outside autocast so the final FC and BN stay fp32.
+    fn embed_t(&self, feature_map: &Tensor, train: bool) -> Tensor;
     /// Runs the batch; `train` selects batch statistics and dropout.
-    fn forward_t(&self, xs: &Tensor, train: bool) -> BackboneOutput;
+    fn forward_t(&self, xs: &Tensor, train: bool) -> BackboneOutput {
+        let feature_map = self.features_t(xs, train);
+        let embedding = self.embed_t(&feature_map, train);
+        BackboneOutput {
+            embedding,
+            feature_map,
+        }
+    }
     /// Embedding dimension D.
     fn embedding_dim(&self) -> i64;
     /// Channels C of the feature map.

@@ -422,11 +422,17 @@ impl Trainer {
         n: f64,
     ) -> Result<Tensor, TrainError> {
         self.backbone.check_input(&t.student)?;
-        let out = tch::autocast(self.cfg.run.fp16, || {
-            self.backbone.forward_t(&t.student, true)
-        });
-        // Heads and losses in fp32 whatever the backbone ran in.
-        let emb = out.embedding.to_kind(Kind::Float);
+        // Only the conv body runs under autocast: the output BN/FC/BN, heads and losses stay
+        // fp32 (the usual source of NaN losses under fp16).
+        let feature_map = tch::autocast(self.cfg.run.fp16, || {
+            self.backbone.features_t(&t.student, true)
+        })
+        .to_kind(Kind::Float);
+        let out = crate::model::BackboneOutput {
+            embedding: self.backbone.embed_t(&feature_map, true),
+            feature_map,
+        };
+        let emb = out.embedding.shallow_clone();
         let margin = self.head.forward(&emb, &t.labels)?.loss;
         let margin_value = margin.double_value(&[]);
         stats.margin_loss += margin_value / n;
