@@ -46,6 +46,9 @@ ln -sfn "$torch_dir" .libtorch
 # Python helpers that tests use to cross-check our files with independent implementations.
 if ! .venv/bin/python -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
   say "installing onnx, onnxruntime and numpy into .venv (test helpers)"
-  .venv/bin/pip install -q --disable-pip-version-check onnx onnxruntime numpy
+  # torch was installed without its (CUDA) dependencies on purpose; pip's resolver complains
+  # about that on every later install, which is noise here.
+  .venv/bin/pip install -q --disable-pip-version-check onnx onnxruntime numpy 2>&1 \
+    | grep -v -E "^(ERROR: pip's dependency resolver|torch [0-9.]+ requires )" || true
 fi
 say "ready (libtorch at $torch_dir)"
