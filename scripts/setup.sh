@@ -50,5 +50,7 @@ if ! .venv/bin/python -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
   # about that on every later install, which is noise here.
   .venv/bin/pip install -q --disable-pip-version-check onnx onnxruntime numpy 2>&1 \
     | grep -v -E "^(ERROR: pip's dependency resolver|torch [0-9.]+ requires )" || true
+  .venv/bin/python -c "import onnx, onnxruntime, numpy" \
+    || { echo "[setup] installing onnx, onnxruntime, numpy into .venv failed" >&2; exit 1; }
 fi
 say "ready (libtorch at $torch_dir)"
