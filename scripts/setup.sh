@@ -29,7 +29,8 @@ done
 
 # libtorch: the light CPU install of the PyTorch wheel (tch 0.24 needs exactly 2.11.0). CUDA
 # libraries are loaded at run time only when a GPU is asked for (see trainer/src/device.rs).
-if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+# (Checked through package metadata: `import torch` needs CUDA libraries this light install lacks.)
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('torch').split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
   say "creating .venv with torch==$TORCH_VERSION"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION" \
