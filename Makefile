@@ -14,8 +14,10 @@ OUT ?= out/demo
 setup:
 	@bash scripts/setup.sh
 
+# The dev profile already builds every dependency at opt-level 3 (Cargo.toml), so the demo
+# shares the test build instead of compiling tract and libtorch bindings a second time.
 demo: setup
-	$(CARGO) build --release -p trainer -p edge
+	$(CARGO) build -p trainer -p edge
 	bash scripts/demo.sh "$(OUT)"
 
 test: setup test-host test-aarch64 build-armv7 test-package

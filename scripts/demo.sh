@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 out=${1:-out/demo}
 mkdir -p "$out"
 target=${CARGO_TARGET_DIR:-target}
-"$target/release/trainer" --check
-"$target/release/edge" --check
+"$target/debug/trainer" --check
+"$target/debug/edge" --check
 echo "demo artefacts in $out"
