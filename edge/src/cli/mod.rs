@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 mod door;
+mod enroll;
 
 /// maskgate door terminal: enroll people and recognise them, masked or not.
 #[derive(Parser)]
@@ -37,14 +38,25 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Enroll a person from one or more photos (each must show the person as its largest face).
+    /// Enroll a person from one or more photos (each must show the person as its largest face),
+    /// or with --camera from live frames of the [camera] source, guided until K good frames.
     Enroll {
         #[arg(long)]
         name: String,
         /// Add the photos to an already enrolled person of this name.
         #[arg(long)]
         update: bool,
-        #[arg(required = true)]
+        /// Capture from the [camera] of the config instead of photos.
+        #[arg(long, conflicts_with = "images")]
+        camera: bool,
+        /// With --camera: good, diverse frames to keep (default: [enroll] frames, 5).
+        #[arg(long, requires = "camera")]
+        frames: Option<usize>,
+        /// With --camera: the admin PIN comes on stdin (it is read whenever [enroll]
+        /// admin_pin_hash is set; this flag only says so).
+        #[arg(long, requires = "camera")]
+        pin_stdin: bool,
+        #[arg(required_unless_present = "camera")]
         images: Vec<PathBuf>,
     },
     /// Identify every face in a photo against the gallery.
@@ -126,7 +138,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Enroll {
             name,
             update,
+            camera: true,
+            frames,
+            ..
+        } => enroll::enroll_camera(
+            &cfg,
+            &out,
+            enroll::CameraEnroll {
+                config_path: &cli.config,
+                name: &name,
+                update,
+                frames,
+            },
+        ),
+        Command::Enroll {
+            name,
+            update,
             images,
+            ..
         } => enroll(&cfg, &out, &name, update, &images),
         Command::Identify { image } => identify(&cfg, &out, &image),
         Command::Verify { first, second } => verify(&cfg, &out, &first, &second),
