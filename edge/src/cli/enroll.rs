@@ -70,6 +70,10 @@ pub fn enroll_camera(cfg: &Config, out: &Output, req: CameraEnroll) -> Result<Ex
 
 /// Read one line from stdin and check it against the configured hash.
 fn check_pin(hash: &str, config: &Path) -> Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("admin PIN: ");
+    }
     let mut pin = String::new();
     std::io::stdin()
         .lock()
