@@ -42,6 +42,9 @@ pub struct RawConfig {
     pub audit: Option<toml::Value>,
     #[serde(default)]
     pub daemon: Option<toml::Value>,
+    /// `[enroll]`, validated by [`crate::terminal::EnrollSections`].
+    #[serde(default)]
+    pub enroll: Option<toml::Value>,
 }
 
 /// `[model]`: exactly one of `[model.bundle]` or `[model.onnx]`.

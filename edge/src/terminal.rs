@@ -6,6 +6,7 @@
 use crate::audit::AuditConfig;
 use crate::daemon::DaemonConfig;
 use crate::door::config::ConfigError;
+use crate::door::enroll_guide::EnrollConfig;
 use crate::door::DoorConfig;
 use crate::frame::CameraConfig;
 use serde::de::DeserializeOwned;
@@ -48,6 +49,26 @@ impl TerminalConfig {
         cfg.camera.validate()?;
         cfg.door.validate()?;
         cfg.daemon.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// What `edge enroll --camera` needs: `[camera]` and `[enroll]` (no `[door]` required).
+#[derive(Debug, Clone)]
+pub struct EnrollSections {
+    pub camera: CameraConfig,
+    pub enroll: EnrollConfig,
+}
+
+impl EnrollSections {
+    pub fn from_toml(text: &str) -> Result<Self, TerminalConfigError> {
+        let table: toml::Table = text.parse()?;
+        let cfg = Self {
+            camera: section(&table, "camera")?.unwrap_or(toml::from_str("")?),
+            enroll: section(&table, "enroll")?.unwrap_or_default(),
+        };
+        cfg.camera.validate()?;
+        cfg.enroll.validate()?;
         Ok(cfg)
     }
 }
@@ -99,6 +120,24 @@ mod tests {
         let err = TerminalConfig::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("fps"), "{err}");
         assert!(TerminalConfig::from_toml("[door\n").is_err());
+    }
+
+    #[test]
+    fn enroll_sections_parse_and_check() {
+        let s = EnrollSections::from_toml("[camera]\nsource = \"dir\"\npath = \"/x\"\n").unwrap();
+        assert_eq!(s.enroll, EnrollConfig::default());
+        let s =
+            EnrollSections::from_toml("[enroll]\nframes = 3\nadmin_pin_hash = \"h\"\n").unwrap();
+        assert_eq!(s.enroll.frames, 3);
+        assert_eq!(s.enroll.admin_pin_hash.as_deref(), Some("h"));
+        let err = EnrollSections::from_toml("[enroll]\npin = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[enroll]") && err.contains("pin"), "{err}");
+        let err = EnrollSections::from_toml("[enroll]\nframes = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("frames"), "{err}");
     }
 
     #[test]

@@ -224,3 +224,52 @@ fn enroll_identify_verify_and_manage_the_gallery() {
     let o = k.run(&["gallery", "list"]);
     assert!(!text(&o).0.contains("biden") && text(&o).0.contains("Barack Obama"));
 }
+
+#[test]
+fn bench_prints_the_machine_and_every_row() {
+    let Some(k) = kit() else { return };
+    let photo = k.photos.join("obama/obama1.jpg");
+    let o = edge(&[
+        "--config",
+        k.cfg.to_str().unwrap(),
+        "bench",
+        photo.to_str().unwrap(),
+        "--runs",
+        "1",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let machine = out.lines().find(|l| l.starts_with("machine: ")).unwrap();
+    assert!(
+        machine.contains(" cores, ") && machine.contains(std::env::consts::ARCH),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("date: ") && l.ends_with(" UTC")),
+        "{out}"
+    );
+    for row in [
+        "| detect (",
+        "| align |",
+        "| embed (",
+        "| 1:N search (1000 people,",
+        "| 1:N search (10000 people,",
+        "| 1:N search (100000 people,",
+        "| end-to-end decision per frame (1001 people; unlocked after ",
+        "| end-to-end time to unlock (",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(row)),
+            "no row {row:?} in\n{out}"
+        );
+    }
+    // Every table row carries a number.
+    for line in out
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| stage"))
+    {
+        let cell = line.trim_end_matches(" |").rsplit("| ").next().unwrap();
+        assert!(cell.parse::<f64>().is_ok(), "{line}");
+    }
+}

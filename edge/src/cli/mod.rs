@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 mod door;
+mod enroll;
 
 /// maskgate door terminal: enroll people and recognise them, masked or not.
 #[derive(Parser)]
@@ -37,14 +38,25 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Enroll a person from one or more photos (each must show the person as its largest face).
+    /// Enroll a person from one or more photos (each must show the person as its largest face),
+    /// or with --camera from live frames of the [camera] source, guided until K good frames.
     Enroll {
         #[arg(long)]
         name: String,
         /// Add the photos to an already enrolled person of this name.
         #[arg(long)]
         update: bool,
-        #[arg(required = true)]
+        /// Capture from the [camera] of the config instead of photos.
+        #[arg(long, conflicts_with = "images")]
+        camera: bool,
+        /// With --camera: good, diverse frames to keep (default: [enroll] frames, 5).
+        #[arg(long, requires = "camera")]
+        frames: Option<usize>,
+        /// With --camera: the admin PIN comes on stdin (it is read whenever [enroll]
+        /// admin_pin_hash is set; this flag only says so).
+        #[arg(long, requires = "camera")]
+        pin_stdin: bool,
+        #[arg(required_unless_present = "camera")]
         images: Vec<PathBuf>,
     },
     /// Identify every face in a photo against the gallery.
@@ -56,13 +68,14 @@ pub enum Command {
         #[command(subcommand)]
         action: GalleryAction,
     },
-    /// Time model loading, detection, embedding and 1:N search; prints a table.
+    /// Time model loading, detection, embedding, 1:N search per gallery size and the whole
+    /// frame-to-door-decision path; prints the machine and a table.
     Bench {
         /// Photo to time detection and embedding on.
         image: PathBuf,
-        /// Synthetic gallery size for the search timing.
-        #[arg(long, default_value_t = 100_000)]
-        templates: usize,
+        /// Synthetic gallery sizes (people, comma-separated) for the search timing.
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 100_000])]
+        templates: Vec<usize>,
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
@@ -126,7 +139,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Enroll {
             name,
             update,
+            camera: true,
+            frames,
+            ..
+        } => enroll::enroll_camera(
+            &cfg,
+            &out,
+            enroll::CameraEnroll {
+                config_path: &cli.config,
+                name: &name,
+                update,
+                frames,
+            },
+        ),
+        Command::Enroll {
+            name,
+            update,
             images,
+            ..
         } => enroll(&cfg, &out, &name, update, &images),
         Command::Identify { image } => identify(&cfg, &out, &image),
         Command::Verify { first, second } => verify(&cfg, &out, &first, &second),
@@ -135,7 +165,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             image,
             templates,
             runs,
-        } => bench(&cfg, &image, templates, runs),
+        } => bench(&cfg, &image, &templates, runs),
         Command::Run | Command::Audit { .. } | Command::Admin { .. } => {
             bail!("internal: door command reached the recognition dispatcher")
         }
@@ -383,9 +413,14 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(cfg: &Config, path: &Path, templates: usize, runs: usize) -> Result<ExitCode> {
+fn bench(cfg: &Config, path: &Path, sizes: &[usize], runs: usize) -> Result<ExitCode> {
+    use edge::daemon::FaceRecognizer;
     use edge::detect::Detector;
+    use edge::door::{AccessPolicy, DoorEvent, PolicyConfig};
     use edge::embed::Recognizer;
+    use edge::frame::Frame;
+    use edge::recognizer::PipelineRecognizer;
+    use std::time::Duration;
     let runs = runs.max(1);
     let image = load_image(path)?;
     let t = Instant::now();
@@ -416,19 +451,71 @@ fn bench(cfg: &Config, path: &Path, templates: usize, runs: usize) -> Result<Exi
     }
     let embed = t.elapsed() / runs as u32;
     let probe = probe.context("no embedding")?;
-    let g = synthetic_gallery(recognizer.model_id(), recognizer.embedding_dim(), templates);
-    let matcher = edge::Matcher::new(&g);
-    let t = Instant::now();
-    for _ in 0..runs {
-        matcher.search(&probe.embedding)?;
+    let (model_id, dim) = (
+        recognizer.model_id().to_string(),
+        recognizer.embedding_dim(),
+    );
+    let mut searches = Vec::with_capacity(sizes.len());
+    for &n in sizes {
+        let g = synthetic_gallery(&model_id, dim, n);
+        let matcher = edge::Matcher::new(&g);
+        let t = Instant::now();
+        for _ in 0..runs {
+            matcher.search(&probe.embedding)?;
+        }
+        searches.push((matcher.len(), matcher.rows(), t.elapsed() / runs as u32));
     }
-    let search = t.elapsed() / runs as u32;
+
+    // End to end: frame -> pipeline -> recogniser adapter -> door policy, the photo's person
+    // enrolled among 1k others, as `edge run` decides.
+    let mut g = synthetic_gallery(&model_id, dim, 1_000);
+    let enrolled = shared::Template {
+        embedding: probe.embedding.clone(),
+        quality: 1.0,
+        masked: None,
+        created_unix: 0,
+    };
+    gallery::add_person(&mut g, "bench person", vec![enrolled], now_unix())?;
+    let people = g.people.len();
+    let pipeline = Pipeline::new(detector, recognizer, edge::QualityGate::new(&cfg.quality));
+    let mut adapter = PipelineRecognizer::new(pipeline, g);
+    let policy_cfg = PolicyConfig::default();
+    let agree = policy_cfg.agree_frames;
+    let mut policy = AccessPolicy::new(policy_cfg);
+    let mut decision = "no decision";
+    let mut per_frame = Duration::ZERO;
+    let e2e_frames = runs.max(agree as usize);
+    for seq in 0..e2e_frames {
+        let frame = Frame {
+            image: image.clone(),
+            captured_at: Duration::from_millis(seq as u64 * 66),
+            seq: seq as u64,
+        };
+        let t = Instant::now();
+        let observations = adapter
+            .recognize(&frame)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let event = policy.observe(frame.captured_at, &observations);
+        per_frame += t.elapsed();
+        match event {
+            Some(DoorEvent::Unlocked { .. }) => decision = "unlocked",
+            Some(DoorEvent::Denied { .. }) => decision = "denied",
+            Some(DoorEvent::Refused { .. }) => decision = "refused",
+            _ => {}
+        }
+    }
+    let per_frame = per_frame / e2e_frames as u32;
+
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!("machine: {}", machine_description());
+    println!("date: {}", utc_date(now_unix()));
+    println!("runs: {runs}");
+    println!();
     println!("| stage | ms |");
     println!("|---|---|");
     println!(
         "| load detector (input {}) | {:.1} |",
-        detector.input_size(),
+        cfg.detector.input_size,
         ms(det_load)
     );
     println!("| load recogniser | {:.1} |", ms(rec_load));
@@ -445,14 +532,68 @@ fn bench(cfg: &Config, path: &Path, templates: usize, runs: usize) -> Result<Exi
         cfg.flip_fusion,
         ms(embed)
     );
+    for (n, rows, d) in searches {
+        println!(
+            "| 1:N search ({n} people, {rows} rows, dim {dim}) | {:.3} |",
+            ms(d)
+        );
+    }
     println!(
-        "| 1:N search ({} people, {} rows, dim {}) | {:.3} |",
-        matcher.len(),
-        matcher.rows(),
-        recognizer.embedding_dim(),
-        ms(search)
+        "| end-to-end decision per frame ({people} people; {decision} after {agree} agreeing frames) | {:.2} |",
+        ms(per_frame)
+    );
+    println!(
+        "| end-to-end time to unlock ({agree} frames, excluding capture) | {:.2} |",
+        ms(per_frame) * f64::from(agree)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// "CPU model, N cores, os/arch" for the bench header.
+fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| matches!(k.trim(), "model name" | "Model" | "Hardware" | "cpu model"))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{model}, {cores} cores, {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from Unix seconds (civil-from-days, proleptic Gregorian).
+fn utc_date(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_date_known_days() {
+        assert_eq!(super::utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(super::utc_date(1_795_512_300), "2026-11-24 09:25 UTC");
+    }
 }
 
 /// `n` random one-template people (each row is then mean + template: 2 rows per person).

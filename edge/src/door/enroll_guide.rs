@@ -84,6 +84,60 @@ impl Default for GuideConfig {
     }
 }
 
+/// `[enroll]` of edge.toml: how `edge enroll --camera` captures, and who may start it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollConfig {
+    /// Good, diverse frames to keep (K).
+    pub frames: usize,
+    /// Give up after this many captured frames.
+    pub max_frames: usize,
+    /// Give up after this many seconds.
+    pub timeout_secs: u64,
+    /// argon2 PHC hash of the admin PIN (`edge admin hash-pin`); when set, enrollment asks for
+    /// the PIN first so a passer-by cannot enroll themselves.
+    pub admin_pin_hash: Option<String>,
+}
+
+impl Default for EnrollConfig {
+    fn default() -> Self {
+        Self {
+            frames: 5,
+            max_frames: 300,
+            timeout_secs: 60,
+            admin_pin_hash: None,
+        }
+    }
+}
+
+impl EnrollConfig {
+    pub fn validate(&self) -> Result<(), crate::door::config::ConfigError> {
+        use crate::door::config::ConfigError;
+        if !(1..=50).contains(&self.frames) {
+            return Err(ConfigError::new(
+                "enroll",
+                "frames",
+                "must be between 1 and 50",
+            ));
+        }
+        if self.max_frames < self.frames {
+            return Err(ConfigError::new(
+                "enroll",
+                "max_frames",
+                "must be at least `frames`",
+            ));
+        }
+        if self.timeout_secs == 0 {
+            return Err(ConfigError::new(
+                "enroll",
+                "timeout_secs",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Collects frames while guiding; feed it every live frame.
 #[derive(Debug)]
 pub struct EnrollGuide {
@@ -153,6 +207,14 @@ impl EnrollGuide {
             Guidance::Done
         } else {
             Guidance::Good
+        }
+    }
+
+    /// A source whose pictures change size (an image directory) re-measures against the new size.
+    pub fn set_frame_size(&mut self, frame_width: u32, frame_height: u32) {
+        if self.frame_size != (frame_width, frame_height) {
+            self.frame_size = (frame_width, frame_height);
+            self.previous_centre = None;
         }
     }
 

@@ -1,0 +1,205 @@
+//! `edge enroll --camera`: enrollment at the door from live frames, guided, PIN-authorised.
+
+use super::{load_pipeline_and_gallery, now_unix, Output};
+use anyhow::{bail, Context, Result};
+use edge::config::Config;
+use edge::door::enroll_guide::{verify_admin_pin, EnrollGuide, FaceSample, Guidance, GuideConfig};
+use edge::frame::FrameSource;
+use edge::gallery;
+use edge::terminal::EnrollSections;
+use serde_json::json;
+use shared::{Condition, Template};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+pub struct CameraEnroll<'a> {
+    pub config_path: &'a Path,
+    pub name: &'a str,
+    pub update: bool,
+    /// K from the command line, over `[enroll] frames`.
+    pub frames: Option<usize>,
+}
+
+pub fn enroll_camera(cfg: &Config, out: &Output, req: CameraEnroll) -> Result<ExitCode> {
+    let path = req.config_path;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let sections =
+        EnrollSections::from_toml(&text).with_context(|| format!("{}", path.display()))?;
+    let mut enroll = sections.enroll;
+    if let Some(k) = req.frames {
+        enroll.frames = k;
+        enroll.max_frames = enroll.max_frames.max(k);
+        enroll.validate().context("--frames")?;
+    }
+    if let Some(hash) = &enroll.admin_pin_hash {
+        check_pin(hash, path)?;
+    }
+    let (pipeline, store, mut g) = load_pipeline_and_gallery(cfg)?;
+    // A wrong name or a taken one stops before anyone stands in front of the camera.
+    if req.update {
+        gallery::find(&g, req.name)?;
+    } else if gallery::find(&g, req.name).is_ok() {
+        bail!(
+            "{:?} is already enrolled: add --update to add frames to that person",
+            req.name
+        );
+    }
+    let mut source = edge::frame::open_source(&sections.camera)
+        .with_context(|| format!("opening the [camera] of {}", path.display()))?;
+    let templates = capture(&pipeline, &mut source, &enroll, out)?;
+    let used = templates.len();
+    let now = now_unix();
+    let id = if req.update {
+        let i = gallery::find(&g, req.name)?;
+        gallery::add_templates(&mut g, i, templates, now)?;
+        g.people[i].id
+    } else {
+        gallery::add_person(&mut g, req.name, templates, now)?
+    };
+    store.save(&g)?;
+    let name = req.name;
+    out.emit(
+        json!({"event": "enrolled", "id": id.to_string(), "name": name, "templates_added": used}),
+        || format!("enrolled {name} ({id}) from {used} camera frame(s)"),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Read one line from stdin and check it against the configured hash.
+fn check_pin(hash: &str, config: &Path) -> Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("admin PIN: ");
+    }
+    let mut pin = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut pin)
+        .context("reading the admin PIN from stdin")?;
+    let pin = pin.trim_end_matches(['\r', '\n']);
+    if pin.is_empty() {
+        bail!(
+            "{}: [enroll] admin_pin_hash is set: give the admin PIN on stdin (--pin-stdin)",
+            config.display()
+        );
+    }
+    let ok = verify_admin_pin(hash, pin).with_context(|| format!("{}", config.display()))?;
+    if !ok {
+        tracing::warn!("enrollment refused: wrong admin PIN");
+        bail!("wrong admin PIN: nobody was enrolled");
+    }
+    Ok(())
+}
+
+/// Feed frames to the guide until it has K good, diverse frames; their templates.
+fn capture(
+    pipeline: &edge::pipeline::Pipeline,
+    source: &mut dyn FrameSource,
+    cfg: &edge::door::enroll_guide::EnrollConfig,
+    out: &Output,
+) -> Result<Vec<Template>> {
+    let guide_cfg = GuideConfig {
+        frames: cfg.frames,
+        ..GuideConfig::default()
+    };
+    let mut guide: Option<EnrollGuide> = None;
+    let mut templates = Vec::new();
+    let mut last: Option<Guidance> = None;
+    let started = Instant::now();
+    let timeout = Duration::from_secs(cfg.timeout_secs);
+    let mut seen = 0usize;
+    let give_up = |why: String, kept: usize, last: Option<Guidance>| {
+        anyhow::anyhow!(
+            "enrollment gave up: {why}; kept {kept} of {} good frames (last advice: {})",
+            cfg.frames,
+            last.map_or("none", Guidance::message)
+        )
+    };
+    while templates.len() < cfg.frames {
+        if seen >= cfg.max_frames {
+            return Err(give_up(
+                format!("no success within {} frames", cfg.max_frames),
+                templates.len(),
+                last,
+            ));
+        }
+        if started.elapsed() > timeout {
+            return Err(give_up(
+                format!("no success within {} s", cfg.timeout_secs),
+                templates.len(),
+                last,
+            ));
+        }
+        let frame = match source.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Err(give_up(
+                    format!("{} ended after {seen} frames", source.describe()),
+                    templates.len(),
+                    last,
+                ))
+            }
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping frame");
+                continue;
+            }
+        };
+        seen += 1;
+        let image = &frame.image;
+        let guide = guide.get_or_insert_with(|| {
+            EnrollGuide::new(guide_cfg.clone(), image.width(), image.height())
+        });
+        guide.set_frame_size(image.width(), image.height());
+        let faces = pipeline.detect(image)?;
+        let mut samples = Vec::with_capacity(faces.len());
+        let mut largest = None;
+        for (k, face) in faces.iter().enumerate() {
+            let b = face.bbox;
+            let mut sample = FaceSample {
+                bbox: [b.x, b.y, b.w, b.h],
+                landmarks: face.landmarks,
+                quality: 0.0,
+                quality_ok: false,
+                embedding: Vec::new(),
+            };
+            // Only the largest face is worth embedding; others only make the guide ask for one
+            // person at a time.
+            if k == 0 {
+                let (verdict, embedding) = pipeline.analyse(image, face)?;
+                sample.quality = verdict.score;
+                sample.quality_ok = verdict.passed();
+                if let Some(e) = &embedding {
+                    sample.embedding = e.embedding.as_slice().to_vec();
+                }
+                largest = embedding.map(|e| Template {
+                    masked: e.mask_prob.map(|_| e.condition == Condition::Masked),
+                    embedding: e.embedding,
+                    quality: verdict.score,
+                    created_unix: now_unix(),
+                });
+            }
+            samples.push(sample);
+        }
+        let advice = guide.offer(&samples);
+        if matches!(advice, Guidance::Good | Guidance::Done) {
+            if let Some(t) = largest {
+                templates.push(t);
+            }
+        }
+        if out.json {
+            println!(
+                "{}",
+                json!({"event": "guidance", "frame": frame.seq, "advice": advice.message(),
+                       "kept": templates.len(), "wanted": cfg.frames})
+            );
+        } else if last != Some(advice) || matches!(advice, Guidance::Good) {
+            eprintln!("[{}/{}] {}", templates.len(), cfg.frames, advice.message());
+        }
+        last = Some(advice);
+    }
+    Ok(templates)
+}
