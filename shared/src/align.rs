@@ -38,31 +38,48 @@ impl Similarity {
         self.b.atan2(self.a)
     }
     pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
-        [self.a * p[0] - self.b * p[1] + self.tx, self.b * p[0] + self.a * p[1] + self.ty]
+        [
+            self.a * p[0] - self.b * p[1] + self.tx,
+            self.b * p[0] + self.a * p[1] + self.ty,
+        ]
     }
     /// The inverse transform (destination -> source); used by the warp to sample the source.
     pub fn inverse(&self) -> Similarity {
         let d = self.a * self.a + self.b * self.b;
         let (ia, ib) = (self.a / d, -self.b / d);
-        Similarity { a: ia, b: ib, tx: -(ia * self.tx - ib * self.ty), ty: -(ib * self.tx + ia * self.ty) }
+        Similarity {
+            a: ia,
+            b: ib,
+            tx: -(ia * self.tx - ib * self.ty),
+            ty: -(ib * self.tx + ia * self.ty),
+        }
     }
 }
 
 /// Umeyama least-squares similarity from `src` to `dst` (reflections excluded).
 pub fn estimate_similarity(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Result<Similarity, AlignError> {
     if src.len() != dst.len() {
-        return Err(AlignError::CountMismatch { src: src.len(), dst: dst.len() });
+        return Err(AlignError::CountMismatch {
+            src: src.len(),
+            dst: dst.len(),
+        });
     }
     let n = src.len();
     if n < 2 {
         return Err(AlignError::TooFewPoints(n));
     }
-    if src.iter().chain(dst).any(|p| !p[0].is_finite() || !p[1].is_finite()) {
+    if src
+        .iter()
+        .chain(dst)
+        .any(|p| !p[0].is_finite() || !p[1].is_finite())
+    {
         return Err(AlignError::NonFinite);
     }
     let nf = n as f64;
     let mean = |pts: &[[f32; 2]]| {
-        let (sx, sy) = pts.iter().fold((0.0, 0.0), |(x, y), p| (x + p[0] as f64, y + p[1] as f64));
+        let (sx, sy) = pts
+            .iter()
+            .fold((0.0, 0.0), |(x, y), p| (x + p[0] as f64, y + p[1] as f64));
         [sx / nf, sy / nf]
     };
     let (ms, md) = (mean(src), mean(dst));
@@ -138,17 +155,32 @@ mod tests {
     use proptest::prelude::*;
 
     fn transform_points(t: &Similarity, pts: &[[f32; 2]]) -> Vec<[f32; 2]> {
-        pts.iter().map(|p| { let q = t.apply([p[0] as f64, p[1] as f64]); [q[0] as f32, q[1] as f32] }).collect()
+        pts.iter()
+            .map(|p| {
+                let q = t.apply([p[0] as f64, p[1] as f64]);
+                [q[0] as f32, q[1] as f32]
+            })
+            .collect()
     }
 
     #[test]
     fn recovers_a_known_transform() {
         // Template -> image by a known similarity; estimating image -> template must invert it.
-        let truth = Similarity { a: 2.1 * 0.3f64.cos(), b: 2.1 * 0.3f64.sin(), tx: 40.5, ty: -12.25 };
+        let truth = Similarity {
+            a: 2.1 * 0.3f64.cos(),
+            b: 2.1 * 0.3f64.sin(),
+            tx: 40.5,
+            ty: -12.25,
+        };
         let src = transform_points(&truth, &ARCFACE_TEMPLATE_112);
         let est = estimate_similarity(&src, &ARCFACE_TEMPLATE_112).unwrap();
         let inv = truth.inverse();
-        for (e, t) in [(est.a, inv.a), (est.b, inv.b), (est.tx, inv.tx), (est.ty, inv.ty)] {
+        for (e, t) in [
+            (est.a, inv.a),
+            (est.b, inv.b),
+            (est.tx, inv.tx),
+            (est.ty, inv.ty),
+        ] {
             assert!((e - t).abs() < 1e-4, "estimated {est:?}, expected {inv:?}");
         }
         for (s, d) in src.iter().zip(ARCFACE_TEMPLATE_112.iter()) {
@@ -159,7 +191,10 @@ mod tests {
 
     #[test]
     fn mirrored_points_do_not_give_a_reflection() {
-        let mirrored: Vec<[f32; 2]> = ARCFACE_TEMPLATE_112.iter().map(|p| [112.0 - p[0], p[1]]).collect();
+        let mirrored: Vec<[f32; 2]> = ARCFACE_TEMPLATE_112
+            .iter()
+            .map(|p| [112.0 - p[0], p[1]])
+            .collect();
         let est = estimate_similarity(&mirrored, &ARCFACE_TEMPLATE_112).unwrap();
         // A similarity has determinant a² + b² > 0 by construction: no reflection is possible.
         assert!(est.a * est.a + est.b * est.b > 0.0);
@@ -169,30 +204,52 @@ mod tests {
     #[test]
     fn refuses_degenerate_input() {
         let same = [[10.0f32, 10.0]; 5];
-        assert_eq!(estimate_similarity(&same, &ARCFACE_TEMPLATE_112), Err(AlignError::Degenerate));
-        assert_eq!(estimate_similarity(&same[..1], &same[..1]), Err(AlignError::TooFewPoints(1)));
+        assert_eq!(
+            estimate_similarity(&same, &ARCFACE_TEMPLATE_112),
+            Err(AlignError::Degenerate)
+        );
+        assert_eq!(
+            estimate_similarity(&same[..1], &same[..1]),
+            Err(AlignError::TooFewPoints(1))
+        );
         assert_eq!(
             estimate_similarity(&same[..3], &ARCFACE_TEMPLATE_112),
             Err(AlignError::CountMismatch { src: 3, dst: 5 })
         );
         let mut nan = ARCFACE_TEMPLATE_112;
         nan[2][0] = f32::NAN;
-        assert_eq!(estimate_similarity(&nan, &ARCFACE_TEMPLATE_112), Err(AlignError::NonFinite));
+        assert_eq!(
+            estimate_similarity(&nan, &ARCFACE_TEMPLATE_112),
+            Err(AlignError::NonFinite)
+        );
     }
 
     #[test]
     fn warp_is_right_at_known_pixels() {
         let src = RgbImage::from_fn(8, 8, |x, y| Rgb([(x * 10) as u8, (y * 10) as u8, 200]));
         // Pure translation by half a pixel: output (x, y) samples source (x + 0.5, y + 1).
-        let t = Similarity { a: 1.0, b: 0.0, tx: 0.5, ty: 1.0 };
+        let t = Similarity {
+            a: 1.0,
+            b: 0.0,
+            tx: 0.5,
+            ty: 1.0,
+        };
         let out = warp_bilinear(&src, &t, 8, 8);
         assert_eq!(out.get_pixel(2, 3).0, [25, 40, 200]);
         // Beyond the right edge the bilinear mix meets the black border.
         assert_eq!(out.get_pixel(7, 0).0, [35, 5, 100]);
         assert_eq!(out.get_pixel(0, 7).0, [0, 0, 0]);
         // Scale 2: output (1, 1) samples source (2, 2) exactly.
-        let s = Similarity { a: 2.0, b: 0.0, tx: 0.0, ty: 0.0 };
-        assert_eq!(warp_bilinear(&src, &s, 4, 4).get_pixel(1, 1).0, [20, 20, 200]);
+        let s = Similarity {
+            a: 2.0,
+            b: 0.0,
+            tx: 0.0,
+            ty: 0.0,
+        };
+        assert_eq!(
+            warp_bilinear(&src, &s, 4, 4).get_pixel(1, 1).0,
+            [20, 20, 200]
+        );
     }
 
     proptest! {

@@ -80,7 +80,10 @@ mod tests {
         atomic_write(&p, b"old").unwrap();
         atomic_write(&p, b"new content").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"new content");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "temp file left behind: {names:?}");
     }
 
@@ -91,7 +94,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("key");
         atomic_write_mode(&p, b"secret", Some(0o600)).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("not a readable bundle archive: {0}")]
     Archive(String),
     #[error("bundle has no {0} entry")]
@@ -123,16 +126,24 @@ pub struct Bundle {
 impl Manifest {
     /// The exact bytes that get signed.
     pub fn to_canonical_bytes(&self) -> Result<Vec<u8>, BundleError> {
-        toml::to_string_pretty(self).map(String::into_bytes).map_err(|e| BundleError::Manifest(e.to_string()))
+        toml::to_string_pretty(self)
+            .map(String::into_bytes)
+            .map_err(|e| BundleError::Manifest(e.to_string()))
     }
 
     fn check_against_model(&self, model: &[u8]) -> Result<(), BundleError> {
         if self.format != MANIFEST_FORMAT {
-            return Err(BundleError::ManifestFormat { found: self.format, supported: MANIFEST_FORMAT });
+            return Err(BundleError::ManifestFormat {
+                found: self.format,
+                supported: MANIFEST_FORMAT,
+            });
         }
         let found = crate::sha256_hex(model);
         if found != self.model_sha256 {
-            return Err(BundleError::ModelHash { expected: self.model_sha256.clone(), found });
+            return Err(BundleError::ModelHash {
+                expected: self.model_sha256.clone(),
+                found,
+            });
         }
         self.thresholds.validate()?;
         self.thresholds.check_model(&self.model_sha256)?;
@@ -148,11 +159,21 @@ pub fn key_fingerprint(key: &VerifyingKey) -> String {
 
 impl Bundle {
     /// Sign `manifest` for `model`; fails when the manifest does not describe this model.
-    pub fn create(manifest: Manifest, model: Vec<u8>, key: &SigningKey) -> Result<Self, BundleError> {
+    pub fn create(
+        manifest: Manifest,
+        model: Vec<u8>,
+        key: &SigningKey,
+    ) -> Result<Self, BundleError> {
         manifest.check_against_model(&model)?;
         let manifest_bytes = manifest.to_canonical_bytes()?;
         let signature = key.sign(&manifest_bytes);
-        Ok(Self { manifest, manifest_bytes, signer: key.verifying_key(), signature, model })
+        Ok(Self {
+            manifest,
+            manifest_bytes,
+            signer: key.verifying_key(),
+            signature,
+            model,
+        })
     }
 
     pub fn signer(&self) -> &VerifyingKey {
@@ -166,7 +187,8 @@ impl Bundle {
             public_key: hex::encode(self.signer.as_bytes()),
             signature: hex::encode(self.signature.to_bytes()),
         };
-        let sig_text = toml::to_string(&sig).map_err(|e| BundleError::SignatureFile(e.to_string()))?;
+        let sig_text =
+            toml::to_string(&sig).map_err(|e| BundleError::SignatureFile(e.to_string()))?;
         let mut builder = tar::Builder::new(Vec::new());
         for (name, data) in [
             (MANIFEST_ENTRY, self.manifest_bytes.as_slice()),
@@ -182,14 +204,18 @@ impl Bundle {
                 .append_data(&mut header, name, data)
                 .map_err(|e| BundleError::Archive(e.to_string()))?;
         }
-        builder.into_inner().map_err(|e| BundleError::Archive(e.to_string()))
+        builder
+            .into_inner()
+            .map_err(|e| BundleError::Archive(e.to_string()))
     }
 
     /// Write atomically to `path`.
     pub fn write(&self, path: &Path) -> Result<(), BundleError> {
         let bytes = self.to_bytes()?;
-        crate::atomic::atomic_write(path, &bytes)
-            .map_err(|source| BundleError::Io { path: path.display().to_string(), source })
+        crate::atomic::atomic_write(path, &bytes).map_err(|source| BundleError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Parse and verify bundle bytes against the trusted signer keys.
@@ -199,7 +225,9 @@ impl Bundle {
         }
         let (mut manifest_bytes, mut sig_bytes, mut model) = (None, None, None);
         let mut archive = tar::Archive::new(bytes);
-        let entries = archive.entries().map_err(|e| BundleError::Archive(e.to_string()))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| BundleError::Archive(e.to_string()))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| BundleError::Archive(e.to_string()))?;
             let name = entry
@@ -220,24 +248,33 @@ impl Bundle {
                 return Err(BundleError::Archive(format!("{name} is larger than 1 GiB")));
             }
             let mut data = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut data).map_err(|e| BundleError::Archive(format!("{name}: {e}")))?;
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| BundleError::Archive(format!("{name}: {e}")))?;
             *slot = Some(data);
         }
         let manifest_bytes = manifest_bytes.ok_or(BundleError::MissingEntry(MANIFEST_ENTRY))?;
         let sig_bytes = sig_bytes.ok_or(BundleError::MissingEntry(SIGNATURE_ENTRY))?;
         let model = model.ok_or(BundleError::MissingEntry(MODEL_ENTRY))?;
 
-        let sig_text = std::str::from_utf8(&sig_bytes).map_err(|e| BundleError::SignatureFile(e.to_string()))?;
-        let sig: SignatureFile = toml::from_str(sig_text).map_err(|e| BundleError::SignatureFile(e.to_string()))?;
+        let sig_text = std::str::from_utf8(&sig_bytes)
+            .map_err(|e| BundleError::SignatureFile(e.to_string()))?;
+        let sig: SignatureFile =
+            toml::from_str(sig_text).map_err(|e| BundleError::SignatureFile(e.to_string()))?;
         if sig.algorithm != "ed25519" {
-            return Err(BundleError::SignatureFile(format!("unsupported algorithm {:?}", sig.algorithm)));
+            return Err(BundleError::SignatureFile(format!(
+                "unsupported algorithm {:?}",
+                sig.algorithm
+            )));
         }
         let signer = parse_public_key(&sig.public_key).map_err(BundleError::SignatureFile)?;
         let signature = hex::decode(&sig.signature)
             .ok()
             .and_then(|b| <[u8; 64]>::try_from(b).ok())
             .map(|b| Signature::from_bytes(&b))
-            .ok_or_else(|| BundleError::SignatureFile("signature is not 64 hex-encoded bytes".into()))?;
+            .ok_or_else(|| {
+                BundleError::SignatureFile("signature is not 64 hex-encoded bytes".into())
+            })?;
         if !trusted.iter().any(|k| k == &signer) {
             return Err(BundleError::UntrustedSigner(key_fingerprint(&signer)));
         }
@@ -245,16 +282,26 @@ impl Bundle {
             .verify(&manifest_bytes, &signature)
             .map_err(|_| BundleError::BadSignature(key_fingerprint(&signer)))?;
 
-        let text = std::str::from_utf8(&manifest_bytes).map_err(|e| BundleError::Manifest(e.to_string()))?;
-        let manifest: Manifest = toml::from_str(text).map_err(|e| BundleError::Manifest(e.to_string()))?;
+        let text = std::str::from_utf8(&manifest_bytes)
+            .map_err(|e| BundleError::Manifest(e.to_string()))?;
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| BundleError::Manifest(e.to_string()))?;
         manifest.check_against_model(&model)?;
-        Ok(Self { manifest, manifest_bytes, signer, signature, model })
+        Ok(Self {
+            manifest,
+            manifest_bytes,
+            signer,
+            signature,
+            model,
+        })
     }
 
     /// Read and verify a bundle file; errors name the file.
     pub fn open(path: &Path, trusted: &[VerifyingKey]) -> Result<Self, BundleError> {
-        let bytes =
-            std::fs::read(path).map_err(|source| BundleError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| BundleError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::verify(&bytes, trusted)
     }
 }
@@ -272,7 +319,10 @@ pub mod keys {
     use super::*;
 
     fn key_err(path: &Path, message: impl Into<String>) -> BundleError {
-        BundleError::Key { path: path.display().to_string(), message: message.into() }
+        BundleError::Key {
+            path: path.display().to_string(),
+            message: message.into(),
+        }
     }
 
     /// Create a new signing key from the OS RNG.
@@ -281,17 +331,27 @@ pub mod keys {
     }
 
     /// Write the secret key (0600) and its public key (`<path>.pub`); refuses to overwrite.
-    pub fn write_pair(secret_path: &Path, key: &SigningKey) -> Result<std::path::PathBuf, BundleError> {
+    pub fn write_pair(
+        secret_path: &Path,
+        key: &SigningKey,
+    ) -> Result<std::path::PathBuf, BundleError> {
         let pub_path = secret_path.with_extension("pub");
         for p in [secret_path, pub_path.as_path()] {
             if p.exists() {
                 return Err(key_err(p, "already exists; refusing to overwrite a key"));
             }
         }
-        crate::atomic::atomic_write_mode(secret_path, format!("{}\n", hex::encode(key.to_bytes())).as_bytes(), Some(0o600))
-            .map_err(|e| key_err(secret_path, e.to_string()))?;
-        crate::atomic::atomic_write(&pub_path, format!("{}\n", hex::encode(key.verifying_key().as_bytes())).as_bytes())
-            .map_err(|e| key_err(&pub_path, e.to_string()))?;
+        crate::atomic::atomic_write_mode(
+            secret_path,
+            format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
+            Some(0o600),
+        )
+        .map_err(|e| key_err(secret_path, e.to_string()))?;
+        crate::atomic::atomic_write(
+            &pub_path,
+            format!("{}\n", hex::encode(key.verifying_key().as_bytes())).as_bytes(),
+        )
+        .map_err(|e| key_err(&pub_path, e.to_string()))?;
         Ok(pub_path)
     }
 
@@ -321,7 +381,9 @@ mod tests {
     use crate::thresholds::{Condition, Metric, OperatingPoint};
 
     fn model_bytes() -> Vec<u8> {
-        (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect()
     }
 
     fn manifest_for(model: &[u8]) -> Manifest {
@@ -332,7 +394,10 @@ mod tests {
             variant: ModelVariant::Int8,
             embedding_dim: 128,
             input_name: "data".into(),
-            outputs: ModelOutputs { embedding: "embedding".into(), mask_prob: Some("mask_prob".into()) },
+            outputs: ModelOutputs {
+                embedding: "embedding".into(),
+                mask_prob: Some("mask_prob".into()),
+            },
             created_unix: 1_764_000_000,
             provenance: Provenance {
                 trainer_config_sha256: "0".repeat(64),
@@ -387,7 +452,10 @@ mod tests {
         for i in meaningful {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
-            assert!(Bundle::verify(&b, &trusted).is_err(), "flip at byte {i} was accepted");
+            assert!(
+                Bundle::verify(&b, &trusted).is_err(),
+                "flip at byte {i} was accepted"
+            );
             checked += 1;
         }
         assert!(checked > 4096 + 512);
@@ -404,7 +472,8 @@ mod tests {
                 break;
             }
             let size_field = std::str::from_utf8(&header[124..135]).unwrap();
-            let size = usize::from_str_radix(size_field.trim_matches(char::from(0)).trim(), 8).unwrap();
+            let size =
+                usize::from_str_radix(size_field.trim_matches(char::from(0)).trim(), 8).unwrap();
             let name_len = header[..100].iter().position(|b| *b == 0).unwrap_or(100);
             out.extend(off..off + name_len); // the entry name
             out.extend(off + 124..off + 136); // size
@@ -422,12 +491,21 @@ mod tests {
         let model = model_bytes();
 
         let other = SigningKey::from_bytes(&[9u8; 32]);
-        let by_other = Bundle::create(manifest_for(&model), model.clone(), &other).unwrap().to_bytes().unwrap();
-        assert!(matches!(Bundle::verify(&by_other, &trusted), Err(BundleError::UntrustedSigner(_))));
+        let by_other = Bundle::create(manifest_for(&model), model.clone(), &other)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        assert!(matches!(
+            Bundle::verify(&by_other, &trusted),
+            Err(BundleError::UntrustedSigner(_))
+        ));
 
         // An edited manifest (threshold lowered) keeps a valid archive but breaks the signature.
         let needle = b"threshold = 0.4";
-        let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
         let mut edited = bytes.clone();
         edited[at + needle.len() - 1] = b'1';
         let err = Bundle::verify(&fix_tar_checksums(edited), &trusted).unwrap_err();
@@ -443,9 +521,18 @@ mod tests {
         let mut m = manifest_for(&model);
         m.thresholds.model_id = "cd".repeat(32);
         let err = Bundle::create(m.clone(), model.clone(), &key).unwrap_err();
-        assert!(matches!(err, BundleError::Thresholds(ThresholdError::WrongModel { .. })), "{err}");
+        assert!(
+            matches!(
+                err,
+                BundleError::Thresholds(ThresholdError::WrongModel { .. })
+            ),
+            "{err}"
+        );
 
-        assert!(matches!(Bundle::verify(&bytes, &[]), Err(BundleError::NoTrustedKeys)));
+        assert!(matches!(
+            Bundle::verify(&bytes, &[]),
+            Err(BundleError::NoTrustedKeys)
+        ));
         assert!(matches!(Bundle::verify(&bytes[..700], &trusted), Err(_)));
         assert!(matches!(Bundle::verify(b"garbage", &trusted), Err(_)));
     }
@@ -454,7 +541,9 @@ mod tests {
     fn fix_tar_checksums(mut bytes: Vec<u8>) -> Vec<u8> {
         let mut off = 0;
         while off + 512 <= bytes.len() && bytes[off..off + 512].iter().any(|b| *b != 0) {
-            let size_field = std::str::from_utf8(&bytes[off + 124..off + 135]).unwrap().to_string();
+            let size_field = std::str::from_utf8(&bytes[off + 124..off + 135])
+                .unwrap()
+                .to_string();
             let size = usize::from_str_radix(size_field.trim(), 8).unwrap();
             bytes[off + 148..off + 156].copy_from_slice(b"        ");
             let sum: u32 = bytes[off..off + 512].iter().map(|b| *b as u32).sum();
@@ -471,13 +560,25 @@ mod tests {
         let secret = dir.path().join("signing.key");
         let key = keys::generate();
         let pub_path = keys::write_pair(&secret, &key).unwrap();
-        assert_eq!(keys::read_signing_key(&secret).unwrap().to_bytes(), key.to_bytes());
-        assert_eq!(keys::read_verifying_key(&pub_path).unwrap(), key.verifying_key());
-        assert!(keys::write_pair(&secret, &key).is_err(), "must not overwrite");
+        assert_eq!(
+            keys::read_signing_key(&secret).unwrap().to_bytes(),
+            key.to_bytes()
+        );
+        assert_eq!(
+            keys::read_verifying_key(&pub_path).unwrap(),
+            key.verifying_key()
+        );
+        assert!(
+            keys::write_pair(&secret, &key).is_err(),
+            "must not overwrite"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         std::fs::write(&pub_path, "zz").unwrap();
         let err = keys::read_verifying_key(&pub_path).unwrap_err();

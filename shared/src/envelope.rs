@@ -40,7 +40,11 @@ pub enum EnvelopeError {
     #[error("expected a {expected} record, found kind {found}")]
     WrongKind { expected: &'static str, found: u8 },
     #[error("{kind} format version {found} is not supported (this build reads up to {supported})")]
-    UnsupportedVersion { kind: &'static str, found: u16, supported: u16 },
+    UnsupportedVersion {
+        kind: &'static str,
+        found: u16,
+        supported: u16,
+    },
     #[error("checksum mismatch: stored {stored:08x}, computed {computed:08x} (file corrupted)")]
     Checksum { stored: u32, computed: u32 },
     #[error("{len} trailing bytes after the record")]
@@ -72,45 +76,71 @@ pub fn seal<T: Serialize>(kind: Kind, version: u16, value: &T) -> Result<Vec<u8>
 /// Check magic, kind, CRC and length; return the format version and the raw payload.
 pub fn open(kind: Kind, supported: u16, bytes: &[u8]) -> Result<(u16, &[u8]), EnvelopeError> {
     if bytes.len() < 4 {
-        return Err(EnvelopeError::Truncated { needed: HEADER_LEN + 4, have: bytes.len() });
+        return Err(EnvelopeError::Truncated {
+            needed: HEADER_LEN + 4,
+            have: bytes.len(),
+        });
     }
     if &bytes[..4] != MAGIC {
         return Err(EnvelopeError::BadMagic);
     }
     if bytes.len() < HEADER_LEN + 4 {
-        return Err(EnvelopeError::Truncated { needed: HEADER_LEN + 4, have: bytes.len() });
+        return Err(EnvelopeError::Truncated {
+            needed: HEADER_LEN + 4,
+            have: bytes.len(),
+        });
     }
     let len = u32::from_le_bytes([bytes[7], bytes[8], bytes[9], bytes[10]]) as usize;
     let total = HEADER_LEN
         .checked_add(len)
         .and_then(|n| n.checked_add(4))
-        .ok_or(EnvelopeError::Truncated { needed: usize::MAX, have: bytes.len() })?;
+        .ok_or(EnvelopeError::Truncated {
+            needed: usize::MAX,
+            have: bytes.len(),
+        })?;
     if bytes.len() < total {
-        return Err(EnvelopeError::Truncated { needed: total, have: bytes.len() });
+        return Err(EnvelopeError::Truncated {
+            needed: total,
+            have: bytes.len(),
+        });
     }
     if bytes.len() > total {
-        return Err(EnvelopeError::TrailingBytes { len: bytes.len() - total });
+        return Err(EnvelopeError::TrailingBytes {
+            len: bytes.len() - total,
+        });
     }
     let body = &bytes[..total - 4];
-    let stored = u32::from_le_bytes([bytes[total - 4], bytes[total - 3], bytes[total - 2], bytes[total - 1]]);
+    let stored = u32::from_le_bytes([
+        bytes[total - 4],
+        bytes[total - 3],
+        bytes[total - 2],
+        bytes[total - 1],
+    ]);
     let computed = CRC.checksum(body);
     if stored != computed {
         return Err(EnvelopeError::Checksum { stored, computed });
     }
     if bytes[4] != kind as u8 {
-        return Err(EnvelopeError::WrongKind { expected: kind.name(), found: bytes[4] });
+        return Err(EnvelopeError::WrongKind {
+            expected: kind.name(),
+            found: bytes[4],
+        });
     }
     let version = u16::from_le_bytes([bytes[5], bytes[6]]);
     if version == 0 || version > supported {
-        return Err(EnvelopeError::UnsupportedVersion { kind: kind.name(), found: version, supported });
+        return Err(EnvelopeError::UnsupportedVersion {
+            kind: kind.name(),
+            found: version,
+            supported,
+        });
     }
     Ok((version, &body[HEADER_LEN..]))
 }
 
 /// Decode a whole postcard payload; leftover bytes are an error.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, EnvelopeError> {
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(payload).map_err(|e| EnvelopeError::Decode(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes::<T>(payload)
+        .map_err(|e| EnvelopeError::Decode(e.to_string()))?;
     if !rest.is_empty() {
         return Err(EnvelopeError::TrailingBytes { len: rest.len() });
     }
@@ -129,19 +159,32 @@ mod tests {
         assert_eq!(ver, 1);
         assert_eq!(decode::<Vec<u32>>(payload).unwrap(), v);
 
-        assert!(matches!(open(Kind::Gallery, 1, &bytes), Err(EnvelopeError::WrongKind { .. })));
-        assert!(matches!(open(Kind::Template, 1, &bytes[..bytes.len() - 1]), Err(EnvelopeError::Truncated { .. })));
+        assert!(matches!(
+            open(Kind::Gallery, 1, &bytes),
+            Err(EnvelopeError::WrongKind { .. })
+        ));
+        assert!(matches!(
+            open(Kind::Template, 1, &bytes[..bytes.len() - 1]),
+            Err(EnvelopeError::Truncated { .. })
+        ));
         let newer = seal(Kind::Template, 7, &v).unwrap();
         assert_eq!(
             open(Kind::Template, 1, &newer),
-            Err(EnvelopeError::UnsupportedVersion { kind: "template", found: 7, supported: 1 })
+            Err(EnvelopeError::UnsupportedVersion {
+                kind: "template",
+                found: 7,
+                supported: 1
+            })
         );
         let mut bad = bytes.clone();
         bad[0] = b'X';
         assert_eq!(open(Kind::Template, 1, &bad), Err(EnvelopeError::BadMagic));
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(open(Kind::Template, 1, &longer), Err(EnvelopeError::TrailingBytes { .. })));
+        assert!(matches!(
+            open(Kind::Template, 1, &longer),
+            Err(EnvelopeError::TrailingBytes { .. })
+        ));
     }
 
     #[test]
@@ -150,7 +193,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
-            assert!(open(Kind::Gallery, 1, &b).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                open(Kind::Gallery, 1, &b).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
         }
     }
 }

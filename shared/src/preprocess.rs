@@ -72,7 +72,12 @@ pub enum PreprocessError {
     #[error("alignment failed: {0}")]
     Align(#[from] AlignError),
     #[error("aligned crop is {got_w}x{got_h}, the model expects {want_w}x{want_h}")]
-    CropSize { got_w: u32, got_h: u32, want_w: u32, want_h: u32 },
+    CropSize {
+        got_w: u32,
+        got_h: u32,
+        want_w: u32,
+        want_h: u32,
+    },
 }
 
 impl PreprocessSpec {
@@ -100,8 +105,12 @@ impl PreprocessSpec {
             return Err(SpecError::Mean(self.mean));
         }
         let inside = |p: &[f32; 2]| {
-            p[0].is_finite() && p[1].is_finite() && p[0] >= 0.0 && p[1] >= 0.0
-                && p[0] < self.width as f32 && p[1] < self.height as f32
+            p[0].is_finite()
+                && p[1].is_finite()
+                && p[0] >= 0.0
+                && p[1] >= 0.0
+                && p[0] < self.width as f32
+                && p[1] < self.height as f32
         };
         if !self.template.iter().all(inside) {
             return Err(SpecError::Template(self.width, self.height));
@@ -115,20 +124,37 @@ impl PreprocessSpec {
     }
 
     /// Align `image` by its five landmarks to the template and return the crop.
-    pub fn align(&self, image: &RgbImage, landmarks: &Landmarks5) -> Result<RgbImage, PreprocessError> {
+    pub fn align(
+        &self,
+        image: &RgbImage,
+        landmarks: &Landmarks5,
+    ) -> Result<RgbImage, PreprocessError> {
         let to_template = estimate_similarity(landmarks, &self.template)?;
-        Ok(warp_bilinear(image, &to_template.inverse(), self.width, self.height))
+        Ok(warp_bilinear(
+            image,
+            &to_template.inverse(),
+            self.width,
+            self.height,
+        ))
     }
 
     /// Image + landmarks -> normalised network input for one face (see [`Self::input_from_aligned`]).
-    pub fn input_from_landmarks(&self, image: &RgbImage, landmarks: &Landmarks5) -> Result<Vec<f32>, PreprocessError> {
+    pub fn input_from_landmarks(
+        &self,
+        image: &RgbImage,
+        landmarks: &Landmarks5,
+    ) -> Result<Vec<f32>, PreprocessError> {
         let crop = self.align(image, landmarks)?;
         self.input_from_aligned(&crop, false)
     }
 
     /// An aligned RGB crop -> normalised values in this spec's layout and colour order;
     /// `flip` mirrors horizontally (test-time fusion embeds both).
-    pub fn input_from_aligned(&self, crop: &RgbImage, flip: bool) -> Result<Vec<f32>, PreprocessError> {
+    pub fn input_from_aligned(
+        &self,
+        crop: &RgbImage,
+        flip: bool,
+    ) -> Result<Vec<f32>, PreprocessError> {
         if crop.width() != self.width || crop.height() != self.height {
             return Err(PreprocessError::CropSize {
                 got_w: crop.width(),
@@ -180,12 +206,21 @@ mod tests {
         let v = spec.input_from_aligned(&crop, false).unwrap();
         let plane = 112 * 112;
         assert_eq!(v.len(), 3 * plane);
-        assert_eq!((v[0], v[plane], v[2 * plane]), (1.0, -1.0, (127.0 - 127.5) / 127.5));
+        assert_eq!(
+            (v[0], v[plane], v[2 * plane]),
+            (1.0, -1.0, (127.0 - 127.5) / 127.5)
+        );
         let flipped = spec.input_from_aligned(&crop, true).unwrap();
         assert_eq!(flipped[111], 1.0, "flip moves pixel (0,0) to (111,0)");
         assert_eq!(flipped[plane], 1.0, "and pixel (111,0) to (0,0)");
 
-        let bgr = PreprocessSpec { color: ColorOrder::Bgr, layout: Layout::Nhwc, mean: [0.0; 3], std: [1.0; 3], ..spec };
+        let bgr = PreprocessSpec {
+            color: ColorOrder::Bgr,
+            layout: Layout::Nhwc,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..spec
+        };
         let v = bgr.input_from_aligned(&crop, false).unwrap();
         assert_eq!(&v[..3], &[127.0, 0.0, 255.0]);
     }
@@ -203,9 +238,14 @@ mod tests {
         let mut s = PreprocessSpec::arcface_112();
         s.std[1] = 0.0;
         assert!(matches!(s.validate(), Err(SpecError::Std(_))));
-        let s = PreprocessSpec { width: 4, ..PreprocessSpec::arcface_112() };
+        let s = PreprocessSpec {
+            width: 4,
+            ..PreprocessSpec::arcface_112()
+        };
         assert!(matches!(s.validate(), Err(SpecError::Size(4, 112))));
-        let err = PreprocessSpec::arcface_112().input_from_aligned(&RgbImage::new(100, 112), false).unwrap_err();
+        let err = PreprocessSpec::arcface_112()
+            .input_from_aligned(&RgbImage::new(100, 112), false)
+            .unwrap_err();
         assert!(matches!(err, PreprocessError::CropSize { got_w: 100, .. }));
     }
 }

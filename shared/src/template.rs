@@ -47,7 +47,9 @@ impl Embedding {
         if norm < 1e-12 {
             return Err(EmbeddingError::ZeroNorm);
         }
-        Ok(Self(raw.iter().map(|v| (*v as f64 / norm) as f32).collect()))
+        Ok(Self(
+            raw.iter().map(|v| (*v as f64 / norm) as f32).collect(),
+        ))
     }
 
     /// Accept a vector that must already be unit norm (e.g. read from disk).
@@ -66,13 +68,18 @@ impl Embedding {
     }
 
     /// The mean direction of several embeddings (normalised sum): the person's centre template.
-    pub fn mean<'a>(items: impl IntoIterator<Item = &'a Embedding>) -> Result<Self, EmbeddingError> {
+    pub fn mean<'a>(
+        items: impl IntoIterator<Item = &'a Embedding>,
+    ) -> Result<Self, EmbeddingError> {
         let mut acc: Vec<f32> = Vec::new();
         for e in items {
             if acc.is_empty() {
                 acc = vec![0.0; e.dim()];
             } else if acc.len() != e.dim() {
-                return Err(EmbeddingError::Dimension { expected: acc.len(), got: e.dim() });
+                return Err(EmbeddingError::Dimension {
+                    expected: acc.len(),
+                    got: e.dim(),
+                });
             }
             acc.iter_mut().zip(&e.0).for_each(|(a, v)| *a += v);
         }
@@ -88,7 +95,10 @@ impl Embedding {
     /// Cosine similarity; both sides are unit norm. Panics never: a dimension mismatch errors.
     pub fn cosine(&self, other: &Embedding) -> Result<f32, EmbeddingError> {
         if self.dim() != other.dim() {
-            return Err(EmbeddingError::Dimension { expected: self.dim(), got: other.dim() });
+            return Err(EmbeddingError::Dimension {
+                expected: self.dim(),
+                got: other.dim(),
+            });
         }
         Ok(self.0.iter().zip(&other.0).map(|(a, b)| a * b).sum())
     }
@@ -115,7 +125,9 @@ impl std::str::FromStr for PersonId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bytes = hex::decode(s).map_err(|e| format!("person id {s:?}: {e}"))?;
-        let arr: [u8; 16] = bytes.try_into().map_err(|_| format!("person id {s:?}: need 32 hex characters"))?;
+        let arr: [u8; 16] = bytes
+            .try_into()
+            .map_err(|_| format!("person id {s:?}: need 32 hex characters"))?;
         Ok(PersonId(arr))
     }
 }
@@ -148,7 +160,12 @@ pub struct PersonRecord {
 
 impl PersonRecord {
     /// Build a record from its templates, computing the mean.
-    pub fn new(id: PersonId, display_name: String, templates: Vec<Template>, now_unix: u64) -> Result<Self, EnvelopeError> {
+    pub fn new(
+        id: PersonId,
+        display_name: String,
+        templates: Vec<Template>,
+        now_unix: u64,
+    ) -> Result<Self, EnvelopeError> {
         let mean = Embedding::mean(templates.iter().map(|t| &t.embedding))
             .map_err(|e| EnvelopeError::Invalid(format!("person {display_name:?}: {e}")))?;
         let rec = Self {
@@ -167,7 +184,8 @@ impl PersonRecord {
 
     /// Whether access is allowed at `now_unix` by the validity window.
     pub fn is_valid_at(&self, now_unix: u64) -> bool {
-        self.valid_from_unix.is_none_or(|f| now_unix >= f) && self.valid_until_unix.is_none_or(|u| now_unix < u)
+        self.valid_from_unix.is_none_or(|f| now_unix >= f)
+            && self.valid_until_unix.is_none_or(|u| now_unix < u)
     }
 
     pub fn validate(&self) -> Result<(), EnvelopeError> {
@@ -178,8 +196,16 @@ impl PersonRecord {
         if self.templates.is_empty() {
             return bad("no templates".into());
         }
-        if let Some(t) = self.templates.iter().find(|t| t.embedding.dim() != self.mean.dim()) {
-            return bad(format!("template dimension {} differs from mean {}", t.embedding.dim(), self.mean.dim()));
+        if let Some(t) = self
+            .templates
+            .iter()
+            .find(|t| t.embedding.dim() != self.mean.dim())
+        {
+            return bad(format!(
+                "template dimension {} differs from mean {}",
+                t.embedding.dim(),
+                self.mean.dim()
+            ));
         }
         if let (Some(f), Some(u)) = (self.valid_from_unix, self.valid_until_unix) {
             if f >= u {
@@ -221,7 +247,11 @@ pub struct Gallery {
 
 impl Gallery {
     pub fn new(model_id: String, embedding_dim: u32) -> Self {
-        Self { model_id, embedding_dim, people: Vec::new() }
+        Self {
+            model_id,
+            embedding_dim,
+            people: Vec::new(),
+        }
     }
 
     pub fn validate(&self) -> Result<(), EnvelopeError> {
@@ -236,7 +266,10 @@ impl Gallery {
                 )));
             }
             if self.people[..i].iter().any(|q| q.id == p.id) {
-                return Err(EnvelopeError::Invalid(format!("person id {} appears twice", p.id)));
+                return Err(EnvelopeError::Invalid(format!(
+                    "person id {} appears twice",
+                    p.id
+                )));
             }
         }
         Ok(())
@@ -268,13 +301,30 @@ mod tests {
     }
 
     fn template_strategy(dim: usize) -> impl Strategy<Value = Template> {
-        (emb_strategy(dim), 0.0f32..=1.0, prop::option::of(any::<bool>()), any::<u64>())
-            .prop_map(|(embedding, quality, masked, created_unix)| Template { embedding, quality, masked, created_unix })
+        (
+            emb_strategy(dim),
+            0.0f32..=1.0,
+            prop::option::of(any::<bool>()),
+            any::<u64>(),
+        )
+            .prop_map(|(embedding, quality, masked, created_unix)| Template {
+                embedding,
+                quality,
+                masked,
+                created_unix,
+            })
     }
 
     fn person_strategy(dim: usize) -> impl Strategy<Value = PersonRecord> {
-        (any::<[u8; 16]>(), "[a-zA-Z][a-zA-Z ]{0,20}", prop::collection::vec(template_strategy(dim), 1..4), any::<u32>())
-            .prop_map(|(id, name, templates, now)| PersonRecord::new(PersonId(id), name, templates, now as u64).unwrap())
+        (
+            any::<[u8; 16]>(),
+            "[a-zA-Z][a-zA-Z ]{0,20}",
+            prop::collection::vec(template_strategy(dim), 1..4),
+            any::<u32>(),
+        )
+            .prop_map(|(id, name, templates, now)| {
+                PersonRecord::new(PersonId(id), name, templates, now as u64).unwrap()
+            })
     }
 
     proptest! {
@@ -311,11 +361,25 @@ mod tests {
 
     #[test]
     fn non_unit_embeddings_are_refused_on_read() {
-        assert_eq!(Embedding::from_unit(vec![0.5, 0.5]), Err(EmbeddingError::NotUnit(0.70710677)));
-        assert_eq!(Embedding::normalize(&[0.0, 0.0]), Err(EmbeddingError::ZeroNorm));
-        assert_eq!(Embedding::normalize(&[f32::NAN]), Err(EmbeddingError::NonFinite));
+        assert_eq!(
+            Embedding::from_unit(vec![0.5, 0.5]),
+            Err(EmbeddingError::NotUnit(0.70710677))
+        );
+        assert_eq!(
+            Embedding::normalize(&[0.0, 0.0]),
+            Err(EmbeddingError::ZeroNorm)
+        );
+        assert_eq!(
+            Embedding::normalize(&[f32::NAN]),
+            Err(EmbeddingError::NonFinite)
+        );
         // A hand-built envelope whose payload carries a non-unit vector must not decode.
-        let bad = Template { embedding: Embedding(vec![3.0, 4.0]), quality: 1.0, masked: None, created_unix: 0 };
+        let bad = Template {
+            embedding: Embedding(vec![3.0, 4.0]),
+            quality: 1.0,
+            masked: None,
+            created_unix: 0,
+        };
         let err = Template::decode(&bad.encode().unwrap()).unwrap_err();
         assert!(matches!(err, EnvelopeError::Decode(m) if m.contains("norm") || !m.is_empty()));
     }
@@ -323,7 +387,12 @@ mod tests {
     #[test]
     fn gallery_refuses_mixed_dimensions_and_duplicates() {
         let e4 = Embedding::normalize(&[1.0, 0.0, 0.0, 0.0]).unwrap();
-        let t = Template { embedding: e4, quality: 1.0, masked: Some(false), created_unix: 1 };
+        let t = Template {
+            embedding: e4,
+            quality: 1.0,
+            masked: Some(false),
+            created_unix: 1,
+        };
         let p = PersonRecord::new(PersonId([1; 16]), "Ada".into(), vec![t], 1).unwrap();
         let mut g = Gallery::new("ab".repeat(32), 8);
         g.people.push(p.clone());
@@ -336,7 +405,12 @@ mod tests {
     #[test]
     fn validity_window() {
         let e = Embedding::normalize(&[1.0, 2.0]).unwrap();
-        let t = Template { embedding: e, quality: 0.9, masked: None, created_unix: 0 };
+        let t = Template {
+            embedding: e,
+            quality: 0.9,
+            masked: None,
+            created_unix: 0,
+        };
         let mut p = PersonRecord::new(PersonId([2; 16]), "Bo".into(), vec![t], 0).unwrap();
         p.valid_from_unix = Some(100);
         p.valid_until_unix = Some(200);

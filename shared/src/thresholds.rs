@@ -79,15 +79,28 @@ pub struct ThresholdConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ThresholdError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid threshold config: {message}")]
     Parse { path: String, message: String },
     #[error("model_id must be 64 lower-case hex characters (a sha256), got {0:?}")]
     ModelId(String),
     #[error("operating point {index}: {field} = {value} is out of range {range}")]
-    Range { index: usize, field: &'static str, value: f64, range: &'static str },
+    Range {
+        index: usize,
+        field: &'static str,
+        value: f64,
+        range: &'static str,
+    },
     #[error("operating points {first} and {second} are both for {condition} at target FAR {far}")]
-    Duplicate { first: usize, second: usize, condition: Condition, far: f64 },
+    Duplicate {
+        first: usize,
+        second: usize,
+        condition: Condition,
+        far: f64,
+    },
     #[error("no operating point for the unmasked condition")]
     NoUnmasked,
     #[error("selected_far = {far} has no operating point for {condition}")]
@@ -103,15 +116,19 @@ pub enum ThresholdError {
 impl ThresholdConfig {
     /// Parse and validate TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ThresholdError> {
-        let cfg: Self = toml::from_str(text)
-            .map_err(|e| ThresholdError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let cfg: Self = toml::from_str(text).map_err(|e| ThresholdError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn load(path: &Path) -> Result<Self, ThresholdError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ThresholdError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ThresholdError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
@@ -121,24 +138,71 @@ impl ThresholdConfig {
 
     pub fn validate(&self) -> Result<(), ThresholdError> {
         let hex_ok = self.model_id.len() == 64
-            && self.model_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && self
+                .model_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !hex_ok {
             return Err(ThresholdError::ModelId(self.model_id.clone()));
         }
         let range = |index, field, value: f64, lo: f64, hi: f64, open_lo: bool, range| {
-            let ok = value.is_finite() && value <= hi && if open_lo { value > lo } else { value >= lo };
-            if ok { Ok(()) } else { Err(ThresholdError::Range { index, field, value, range }) }
+            let ok =
+                value.is_finite() && value <= hi && if open_lo { value > lo } else { value >= lo };
+            if ok {
+                Ok(())
+            } else {
+                Err(ThresholdError::Range {
+                    index,
+                    field,
+                    value,
+                    range,
+                })
+            }
         };
         for (i, op) in self.operating_points.iter().enumerate() {
             range(i, "target_far", op.target_far, 0.0, 1.0, true, "(0, 1]")?;
-            range(i, "threshold", op.threshold as f64, -1.0, 1.0, false, "[-1, 1]")?;
-            range(i, "measured_far", op.measured_far, 0.0, 1.0, false, "[0, 1]")?;
-            range(i, "measured_tar", op.measured_tar, 0.0, 1.0, false, "[0, 1]")?;
+            range(
+                i,
+                "threshold",
+                op.threshold as f64,
+                -1.0,
+                1.0,
+                false,
+                "[-1, 1]",
+            )?;
+            range(
+                i,
+                "measured_far",
+                op.measured_far,
+                0.0,
+                1.0,
+                false,
+                "[0, 1]",
+            )?;
+            range(
+                i,
+                "measured_tar",
+                op.measured_tar,
+                0.0,
+                1.0,
+                false,
+                "[0, 1]",
+            )?;
             if op.impostor_pairs == 0 {
-                return Err(ThresholdError::Range { index: i, field: "impostor_pairs", value: 0.0, range: ">= 1" });
+                return Err(ThresholdError::Range {
+                    index: i,
+                    field: "impostor_pairs",
+                    value: 0.0,
+                    range: ">= 1",
+                });
             }
             if op.genuine_pairs == 0 {
-                return Err(ThresholdError::Range { index: i, field: "genuine_pairs", value: 0.0, range: ">= 1" });
+                return Err(ThresholdError::Range {
+                    index: i,
+                    field: "genuine_pairs",
+                    value: 0.0,
+                    range: ">= 1",
+                });
             }
             for (j, other) in self.operating_points.iter().enumerate().take(i) {
                 if other.condition == op.condition && other.target_far == op.target_far {
@@ -151,13 +215,23 @@ impl ThresholdConfig {
                 }
             }
         }
-        if !self.operating_points.iter().any(|o| o.condition == Condition::Unmasked) {
+        if !self
+            .operating_points
+            .iter()
+            .any(|o| o.condition == Condition::Unmasked)
+        {
             return Err(ThresholdError::NoUnmasked);
         }
         for condition in [Condition::Unmasked, Condition::Masked] {
-            let has_any = self.operating_points.iter().any(|o| o.condition == condition);
+            let has_any = self
+                .operating_points
+                .iter()
+                .any(|o| o.condition == condition);
             if has_any && self.point(condition, self.selected_far).is_none() {
-                return Err(ThresholdError::SelectedMissing { far: self.selected_far, condition });
+                return Err(ThresholdError::SelectedMissing {
+                    far: self.selected_far,
+                    condition,
+                });
             }
         }
         if let Some(u) = &self.uss {
@@ -169,7 +243,9 @@ impl ThresholdConfig {
     }
 
     fn point(&self, condition: Condition, far: f64) -> Option<&OperatingPoint> {
-        self.operating_points.iter().find(|o| o.condition == condition && o.target_far == far)
+        self.operating_points
+            .iter()
+            .find(|o| o.condition == condition && o.target_far == far)
     }
 
     /// The selected operating point for `condition`; a masked probe falls back to the unmasked
@@ -177,7 +253,10 @@ impl ThresholdConfig {
     pub fn selected(&self, condition: Condition) -> Result<&OperatingPoint, ThresholdError> {
         self.point(condition, self.selected_far)
             .or_else(|| self.point(Condition::Unmasked, self.selected_far))
-            .ok_or(ThresholdError::SelectedMissing { far: self.selected_far, condition })
+            .ok_or(ThresholdError::SelectedMissing {
+                far: self.selected_far,
+                condition,
+            })
     }
 
     /// The accept threshold (cosine) for `condition`.
@@ -216,7 +295,10 @@ mod tests {
             model_id: "ab".repeat(32),
             metric: Metric::Cosine,
             selected_far: 1e-4,
-            uss: Some(UssThreshold { threshold: 0.49, scale: 64.0 }),
+            uss: Some(UssThreshold {
+                threshold: 0.49,
+                scale: 64.0,
+            }),
             operating_points: vec![
                 op(Condition::Unmasked, 1e-3, 0.30),
                 op(Condition::Unmasked, 1e-4, 0.38),
@@ -229,7 +311,10 @@ mod tests {
     fn toml_round_trip_and_selection() {
         let cfg = sample();
         let text = cfg.to_toml().unwrap();
-        assert!(text.contains("[[operating_point]]"), "human-readable tables:\n{text}");
+        assert!(
+            text.contains("[[operating_point]]"),
+            "human-readable tables:\n{text}"
+        );
         let back = ThresholdConfig::from_toml(&text, "t.toml").unwrap();
         assert_eq!(back, cfg);
         assert_eq!(back.threshold(Condition::Unmasked).unwrap(), 0.38);
@@ -239,7 +324,8 @@ mod tests {
     #[test]
     fn masked_falls_back_to_unmasked() {
         let mut cfg = sample();
-        cfg.operating_points.retain(|o| o.condition == Condition::Unmasked);
+        cfg.operating_points
+            .retain(|o| o.condition == Condition::Unmasked);
         cfg.validate().unwrap();
         assert_eq!(cfg.threshold(Condition::Masked).unwrap(), 0.38);
     }
@@ -247,32 +333,62 @@ mod tests {
     #[test]
     fn invalid_configs_are_rejected_with_a_reason() {
         let text = sample().to_toml().unwrap();
-        let unknown = text.replace("metric = \"cosine\"", "metric = \"cosine\"\nthreshhold = 0.3");
+        let unknown = text.replace(
+            "metric = \"cosine\"",
+            "metric = \"cosine\"\nthreshhold = 0.3",
+        );
         let e = ThresholdConfig::from_toml(&unknown, "edge.toml").unwrap_err();
-        assert!(e.to_string().contains("edge.toml") && e.to_string().contains("threshhold"), "{e}");
+        assert!(
+            e.to_string().contains("edge.toml") && e.to_string().contains("threshhold"),
+            "{e}"
+        );
 
         let l2 = text.replace("metric = \"cosine\"", "metric = \"l2\"");
-        assert!(matches!(ThresholdConfig::from_toml(&l2, "x"), Err(ThresholdError::Parse { .. })));
+        assert!(matches!(
+            ThresholdConfig::from_toml(&l2, "x"),
+            Err(ThresholdError::Parse { .. })
+        ));
 
         let mut c = sample();
         c.operating_points[1].threshold = 1.5;
-        assert!(matches!(c.validate(), Err(ThresholdError::Range { index: 1, field: "threshold", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ThresholdError::Range {
+                index: 1,
+                field: "threshold",
+                ..
+            })
+        ));
         let mut c = sample();
         c.operating_points[2].condition = Condition::Unmasked;
-        assert!(matches!(c.validate(), Err(ThresholdError::Duplicate { first: 1, second: 2, .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ThresholdError::Duplicate {
+                first: 1,
+                second: 2,
+                ..
+            })
+        ));
         let mut c = sample();
         c.selected_far = 1e-5;
-        assert!(matches!(c.validate(), Err(ThresholdError::SelectedMissing { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ThresholdError::SelectedMissing { .. })
+        ));
         let mut c = sample();
         c.model_id = "xyz".into();
         assert!(matches!(c.validate(), Err(ThresholdError::ModelId(_))));
         let mut c = sample();
-        c.operating_points.retain(|o| o.condition == Condition::Masked);
+        c.operating_points
+            .retain(|o| o.condition == Condition::Masked);
         assert!(matches!(c.validate(), Err(ThresholdError::NoUnmasked)));
         let mut c = sample();
         c.operating_points[0].impostor_pairs = 0;
         assert!(c.validate().is_err());
-        assert!(matches!(sample().check_model(&"cd".repeat(32)), Err(ThresholdError::WrongModel { .. })));
+        assert!(matches!(
+            sample().check_model(&"cd".repeat(32)),
+            Err(ThresholdError::WrongModel { .. })
+        ));
     }
 
     proptest! {

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// A file of the team kit beside the repository (`../shared`). Under `CI=true` a missing file is
@@ -15,7 +18,10 @@ pub fn kit_file(rel: &str) -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("team kit file {} is missing (CI=true: tests must not skip)", p.display());
+        panic!(
+            "team kit file {} is missing (CI=true: tests must not skip)",
+            p.display()
+        );
     }
     eprintln!("skipping: team kit file {} is missing", p.display());
     None
