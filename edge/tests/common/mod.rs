@@ -53,10 +53,19 @@ key_file = "{key}"
     )
 }
 
-/// A command running `exe`. Under qemu-user without binfmt_misc (tests cross-run by cargo's
-/// runner), the kernel cannot exec a foreign binary directly (ENOEXEC); the child then goes
-/// through the same emulator.
+/// A command running `exe`. In cross test runs the binary is for the target: `EDGE_TEST_RUNNER`
+/// (set by `make test-aarch64`, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`) runs it. Without
+/// it, under qemu-user without binfmt_misc the kernel cannot exec a foreign binary directly
+/// (ENOEXEC) and the child goes through the same emulator. (With binfmt_misc but no `-L`, the
+/// exec "works" and then fails to find the target's dynamic loader: hence the runner first.)
 pub fn command_for(exe: &Path) -> std::process::Command {
+    let runner = std::env::var("EDGE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    if let Some(program) = words.next() {
+        let mut c = std::process::Command::new(program);
+        c.args(words).arg(exe);
+        return c;
+    }
     const ENOEXEC: i32 = 8;
     let direct = std::process::Command::new(exe)
         .arg("--version")
