@@ -53,7 +53,8 @@ key_file = "$scratch/root/var/lib/maskgate/gallery.key"
 EOF
   edge --config "$scratch/site.toml" enroll --name Obama "$kit/faces/real-small/obama/obama.jpg" \
     || fail "enroll with the installed binary"
-  edge --config "$scratch/site.toml" --json gallery list | grep -q '"name": "Obama"' \
+  listing=$(edge --config "$scratch/site.toml" --json gallery list) || fail "gallery list with the installed binary"
+  grep -q '"name": "Obama"' <<<"$listing" \
     || fail "gallery list does not show the enrolled person"
 elif [ "${CI:-}" = true ]; then
   fail "team kit models missing under $kit (CI=true: no skipping)"

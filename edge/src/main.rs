@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         .init();
     match cli::run(args) {
         Ok(code) => code,
+        Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edge: {e:#}");
             ExitCode::from(2)

@@ -24,7 +24,7 @@ pub fn audit(cmd: AuditCommand) -> Result<ExitCode> {
     let AuditCommand::Verify { file } = cmd;
     match edge::audit::verify_file(&file) {
         Ok(summary) => {
-            println!(
+            outln!(
                 "{}: ok, {} entries, head {}",
                 file.display(),
                 summary.entries,
@@ -33,7 +33,7 @@ pub fn audit(cmd: AuditCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ edge::audit::AuditError::Broken { .. }) => {
-            println!("{e}");
+            outln!("{e}");
             Ok(ExitCode::from(1))
         }
         Err(e) => Err(e.into()),
@@ -47,7 +47,7 @@ pub fn admin(cmd: AdminCommand) -> Result<ExitCode> {
         .read_line(&mut pin)
         .context("reading the PIN from stdin")?;
     let hash = edge::door::enroll_guide::hash_admin_pin(pin.trim_end_matches(['\r', '\n']))?;
-    println!("{hash}");
+    outln!("{hash}");
     Ok(ExitCode::SUCCESS)
 }
 

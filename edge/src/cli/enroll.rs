@@ -64,7 +64,7 @@ pub fn enroll_camera(cfg: &Config, out: &Output, req: CameraEnroll) -> Result<Ex
     out.emit(
         json!({"event": "enrolled", "id": id.to_string(), "name": name, "templates_added": used}),
         || format!("enrolled {name} ({id}) from {used} camera frame(s)"),
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -191,7 +191,7 @@ fn capture(
             }
         }
         if out.json {
-            println!(
+            outln!(
                 "{}",
                 json!({"event": "guidance", "frame": frame.seq, "advice": advice.message(),
                        "kept": templates.len(), "wanted": cfg.frames})

@@ -13,8 +13,33 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// `println!` that returns the write error instead of panicking, so `edge ... | head` ends
+/// quietly when the reader goes away (see `is_broken_pipe`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `print!` counterpart of `outln!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod door;
 mod enroll;
+
+/// True when the error is stdout's reader having gone away: not a failure of the command.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 /// maskgate door terminal: enroll people and recognise them, masked or not.
 #[derive(Parser)]
@@ -120,7 +145,7 @@ fn now_unix() -> u64 {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     if cli.check {
-        println!("edge {} ready (tract-onnx)", env!("CARGO_PKG_VERSION"));
+        outln!("edge {} ready (tract-onnx)", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::SUCCESS);
     }
     let Some(command) = cli.command else {
@@ -188,12 +213,13 @@ struct Output {
 }
 
 impl Output {
-    fn emit(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
+    fn emit(&self, value: serde_json::Value, human: impl FnOnce() -> String) -> Result<()> {
         if self.json {
-            println!("{value:#}");
+            outln!("{value:#}");
         } else {
-            println!("{}", human());
+            outln!("{}", human());
         }
+        Ok(())
     }
 }
 
@@ -258,7 +284,7 @@ fn enroll(
             }
             s
         },
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -305,7 +331,7 @@ fn identify(cfg: &Config, out: &Output, path: &Path) -> Result<ExitCode> {
             }
             lines.join("\n")
         },
-    );
+    )?;
     Ok(if any_accepted {
         ExitCode::SUCCESS
     } else {
@@ -331,7 +357,7 @@ fn verify(cfg: &Config, out: &Output, a: &Path, b: &Path) -> Result<ExitCode> {
             v.threshold,
             v.condition
         )
-    });
+    })?;
     Ok(if v.same_person {
         ExitCode::SUCCESS
     } else {
@@ -344,7 +370,7 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
         // Nothing enrolled yet: answer without creating a key as a side effect.
         return match action {
             GalleryAction::List => {
-                out.emit(json!({"people": []}), || "no one enrolled".into());
+                out.emit(json!({"people": []}), || "no one enrolled".into())?;
                 Ok(ExitCode::SUCCESS)
             }
             _ => bail!(
@@ -373,7 +399,7 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
                     .map(|p| format!("{}  {}  ({} templates)", p.id, p.name, p.templates))
                     .collect::<Vec<_>>()
                     .join("\n")
-            });
+            })?;
         }
         GalleryAction::Remove { who } => {
             let mut g = loaded.ok_or_else(missing)?;
@@ -382,7 +408,7 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
             out.emit(
                 json!({"removed": rec.id.to_string(), "name": rec.display_name}),
                 || format!("removed {} ({})", rec.display_name, rec.id),
-            );
+            )?;
         }
         GalleryAction::Rename { who, new_name } => {
             let mut g = loaded.ok_or_else(missing)?;
@@ -391,7 +417,7 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
             out.emit(
                 json!({"renamed": id.to_string(), "name": new_name.trim()}),
                 || format!("renamed {id} to {}", new_name.trim()),
-            );
+            )?;
         }
         GalleryAction::Export {
             with_templates,
@@ -406,7 +432,7 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
                         .with_context(|| format!("writing {}", p.display()))?;
                     eprintln!("exported {} people to {}", g.people.len(), p.display());
                 }
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
         }
     }
@@ -507,42 +533,42 @@ fn bench(cfg: &Config, path: &Path, sizes: &[usize], runs: usize) -> Result<Exit
     let per_frame = per_frame / e2e_frames as u32;
 
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    println!("machine: {}", machine_description());
-    println!("date: {}", utc_date(now_unix()));
-    println!("runs: {runs}");
-    println!();
-    println!("| stage | ms |");
-    println!("|---|---|");
-    println!(
+    outln!("machine: {}", machine_description());
+    outln!("date: {}", utc_date(now_unix()));
+    outln!("runs: {runs}");
+    outln!();
+    outln!("| stage | ms |");
+    outln!("|---|---|");
+    outln!(
         "| load detector (input {}) | {:.1} |",
         cfg.detector.input_size,
         ms(det_load)
     );
-    println!("| load recogniser | {:.1} |", ms(rec_load));
-    println!(
+    outln!("| load recogniser | {:.1} |", ms(rec_load));
+    outln!(
         "| detect ({}x{} image, {} faces) | {:.2} |",
         image.width(),
         image.height(),
         faces.len(),
         ms(det)
     );
-    println!("| align | {:.3} |", ms(align));
-    println!(
+    outln!("| align | {:.3} |", ms(align));
+    outln!(
         "| embed (flip fusion {}) | {:.2} |",
         cfg.flip_fusion,
         ms(embed)
     );
     for (n, rows, d) in searches {
-        println!(
+        outln!(
             "| 1:N search ({n} people, {rows} rows, dim {dim}) | {:.3} |",
             ms(d)
         );
     }
-    println!(
+    outln!(
         "| end-to-end decision per frame ({people} people; {decision} after {agree} agreeing frames) | {:.2} |",
         ms(per_frame)
     );
-    println!(
+    outln!(
         "| end-to-end time to unlock ({agree} frames, excluding capture) | {:.2} |",
         ms(per_frame) * f64::from(agree)
     );
