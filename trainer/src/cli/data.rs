@@ -31,6 +31,17 @@ pub struct SynthArgs {
     /// Also print the training-free pixel-cosine proxy accuracy of the pair files.
     #[arg(long)]
     proxy: bool,
+    /// Also write `<out>/door/`: PNG crops of this many people to enroll at a door (unmasked
+    /// enrollment photos, unmasked and masked probes), identities disjoint from the rest.
+    #[arg(long, default_value_t = 0)]
+    door_people: u32,
+    /// People in `<out>/door/` who are never enrolled (probes only).
+    #[arg(long, default_value_t = 0)]
+    door_strangers: u32,
+    #[arg(long, default_value_t = 3)]
+    door_enroll_images: u32,
+    #[arg(long, default_value_t = 2)]
+    door_probes: u32,
 }
 
 #[derive(Args)]
@@ -142,6 +153,30 @@ pub fn synth(a: SynthArgs) -> Result<()> {
         ..Default::default()
     };
     let t = std::time::Instant::now();
+    if a.door_people > 0 {
+        let people = data::synth::DoorPeopleConfig {
+            enrolled: a.door_people,
+            strangers: a.door_strangers,
+            enroll_images: a.door_enroll_images,
+            probes: a.door_probes,
+        };
+        let dir = a.out.join("door");
+        let files = data::synth::door_people(
+            cfg.seed,
+            &cfg.difficulty,
+            &people,
+            &dir,
+            &progress("door people"),
+        )
+        .with_context(|| format!("writing door people to {}", dir.display()))?;
+        println!(
+            "wrote {} door photos ({} to enroll, {} strangers) to {}",
+            files.len(),
+            a.door_people,
+            a.door_strangers,
+            dir.display()
+        );
+    }
     let out = data::synth::generate(&cfg, &a.out, &progress("rendering"))
         .with_context(|| format!("generating synthetic data in {}", a.out.display()))?;
     println!(

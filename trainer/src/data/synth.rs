@@ -855,6 +855,91 @@ pub fn verification_pairs(
     Ok((plain, masked))
 }
 
+/// Identity numbers of the door-demo people start here (disjoint from training and verification).
+const DOOR_IDENTITY_BASE: u64 = 1 << 41;
+
+/// People for an end-to-end door run: who is enrolled, who is not, and their photos.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DoorPeopleConfig {
+    /// People to enroll (`person_NNN/enroll_K.png`, unmasked).
+    pub enrolled: u32,
+    /// People never enrolled (`stranger_NNN/`), whose probes must be refused.
+    pub strangers: u32,
+    pub enroll_images: u32,
+    /// Probe photos per person, each written unmasked (`probe_K.png`) and masked
+    /// (`probe_K_masked.png`, evaluation-mode procedural mask).
+    pub probes: u32,
+}
+
+/// Render [`DoorPeopleConfig`] into `out_dir` as lossless PNG aligned crops, the way an aligned
+/// face export would hand them to `edge enroll` / `edge identify`. Returns the files written.
+pub fn door_people(
+    seed: u64,
+    d: &Difficulty,
+    people: &DoorPeopleConfig,
+    out_dir: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<PathBuf>, DataError> {
+    if people.enrolled == 0 || people.enroll_images == 0 || people.probes == 0 {
+        return Err(DataError::Config(
+            "door people need at least one enrolled person, enroll image and probe".into(),
+        ));
+    }
+    let masker = Masker::procedural(MaskConfig::default());
+    let total = people.enrolled + people.strangers;
+    progress.set_length(total as u64 * (people.enroll_images + 2 * people.probes) as u64);
+    let written: Vec<Result<Vec<PathBuf>, DataError>> = (0..total)
+        .into_par_iter()
+        .map(|p| {
+            let enrolled = p < people.enrolled;
+            let dir = if enrolled {
+                out_dir.join(format!("person_{p:03}"))
+            } else {
+                out_dir.join(format!("stranger_{:03}", p - people.enrolled))
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+            let identity = DOOR_IDENTITY_BASE + p as u64;
+            let mut files = Vec::new();
+            let mut save = |img: &RgbImage, name: String| -> Result<(), DataError> {
+                let path = dir.join(name);
+                let mut png = Vec::new();
+                img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                    .map_err(|e| DataError::Config(format!("encoding {}: {e}", path.display())))?;
+                shared::atomic_write(&path, &png).map_err(|e| DataError::io(&path, e))?;
+                files.push(path);
+                progress.inc(1);
+                Ok(())
+            };
+            if enrolled {
+                for k in 0..people.enroll_images {
+                    let (img, _) = render_face(seed, identity, k as u64, d);
+                    save(&img, format!("enroll_{k}.png"))?;
+                }
+            }
+            for k in 0..people.probes {
+                // Probe image numbers follow the enrollment ones: never the same photo.
+                let (img, _) = render_face(seed, identity, (people.enroll_images + k) as u64, d);
+                save(&img, format!("probe_{k}.png"))?;
+                let mut masked = img.clone();
+                masker.apply(
+                    &mut masked,
+                    &T,
+                    &mut rng_for(&[seed, identity, k as u64, 0xD00A]),
+                    MaskMode::Eval,
+                );
+                save(&masked, format!("probe_{k}_masked.png"))?;
+            }
+            Ok(files)
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in written {
+        all.extend(w?);
+    }
+    progress.finish();
+    Ok(all)
+}
+
 /// A training-free difficulty check: cosine similarity of mean-centred 28x28 grey thumbnails,
 /// scored like the verification protocol (10 contiguous folds, threshold chosen on the other 9).
 /// Returns (mean accuracy, mean cosine of same pairs, mean cosine of different pairs).
@@ -989,6 +1074,55 @@ mod tests {
         assert_eq!(plain.issame.iter().filter(|s| **s).count(), 10);
         assert_ne!(plain.images[0], masked.images[0], "probe is masked");
         assert_eq!(plain.images[1], masked.images[1], "reference is not");
+    }
+}
+
+#[cfg(test)]
+mod door_people_tests {
+    use super::*;
+
+    #[test]
+    fn door_people_are_written_as_decodable_crops_with_masked_probes() {
+        let dir = tempfile::tempdir().unwrap();
+        let people = DoorPeopleConfig {
+            enrolled: 2,
+            strangers: 1,
+            enroll_images: 2,
+            probes: 1,
+        };
+        let bar = indicatif::ProgressBar::hidden();
+        let files = door_people(3, &Difficulty::default(), &people, dir.path(), &bar).unwrap();
+        // 2 people x (2 enroll + 2 probes) + 1 stranger x 2 probes.
+        assert_eq!(files.len(), 10);
+        let read = |p: &str| image::open(dir.path().join(p)).unwrap().to_rgb8();
+        let enroll = read("person_000/enroll_0.png");
+        assert_eq!(enroll.dimensions(), (FACE_SIZE, FACE_SIZE));
+        assert!(!dir.path().join("stranger_000/enroll_0.png").exists());
+        let probe = read("person_001/probe_0.png");
+        let masked = read("person_001/probe_0_masked.png");
+        assert_ne!(probe, read("person_000/probe_0.png"), "people differ");
+        // The mask covers the lower face and leaves the eyes alone.
+        let changed = |y0: u32, y1: u32| {
+            (y0..y1)
+                .flat_map(|y| (0..FACE_SIZE).map(move |x| (x, y)))
+                .filter(|&(x, y)| probe.get_pixel(x, y) != masked.get_pixel(x, y))
+                .count()
+        };
+        assert!(changed(85, 100) > 500, "mouth region masked");
+        assert_eq!(changed(35, 52), 0, "eye region untouched");
+    }
+
+    #[test]
+    fn door_people_need_someone_to_enroll() {
+        let dir = tempfile::tempdir().unwrap();
+        let people = DoorPeopleConfig {
+            enrolled: 0,
+            strangers: 1,
+            enroll_images: 1,
+            probes: 1,
+        };
+        let bar = indicatif::ProgressBar::hidden();
+        assert!(door_people(0, &Difficulty::default(), &people, dir.path(), &bar).is_err());
     }
 }
 
