@@ -204,6 +204,36 @@ fn aligned_crops_enroll_identify_in_one_batch_and_verify() {
         text(&o)
     );
 
+    // The bench times the same path; live enrollment needs a real detector and says so.
+    let o = edge(
+        &d.cfg,
+        &[
+            "bench",
+            &d.crop("obama_probe"),
+            "--runs",
+            "1",
+            "--templates",
+            "100",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let out = text(&o).0;
+    assert!(
+        out.contains("| load detector (aligned crops 112x112) |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| end-to-end decision per frame (1001 people; unlocked after"),
+        "{out}"
+    );
+    let o = edge(&d.cfg, &["enroll", "--camera", "--name", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("needs a face detector"),
+        "{:?}",
+        text(&o)
+    );
+
     // An expired validity window: the best match is still named, but not accepted.
     let cfg = edge::Config::load(&d.cfg).unwrap();
     let store = edge::GalleryStore::from_config(&cfg.gallery).unwrap();

@@ -260,7 +260,7 @@ fn human_line(e: &Value) -> String {
             if e["energised"] == true {
                 "energised: lock released"
             } else {
-                "released: locked"
+                "de-energised: locked"
             }
         ),
         "unlocked" => format!(
