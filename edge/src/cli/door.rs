@@ -1,7 +1,7 @@
 //! `edge run` (also `--dry-run` on a simulated door), `edge audit verify` and
 //! `edge admin hash-pin`: the door terminal's commands.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use edge::audit::AuditLog;
 use edge::daemon::{DoorObserver, EventStamp};
@@ -107,7 +107,7 @@ fn run_door(
     _cfg: &edge::terminal::TerminalConfig,
     _recognizer: Box<dyn edge::daemon::FaceRecognizer>,
 ) -> Result<edge::daemon::DaemonReport> {
-    bail!("this edge binary was built without the `gpio` feature, so it cannot drive a door (build with --features device, or try `edge run --dry-run` with a simulated door)")
+    anyhow::bail!("this edge binary was built without the `gpio` feature, so it cannot drive a door (build with --features device, or try `edge run --dry-run` with a simulated door)")
 }
 
 /// The door events and relay transitions of a dry run, in order, as JSON objects.

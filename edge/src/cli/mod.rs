@@ -748,16 +748,6 @@ fn utc_date(unix: u64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_date_known_days() {
-        assert_eq!(super::utc_date(0), "1970-01-01 00:00 UTC");
-        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(super::utc_date(1_795_512_300), "2026-11-24 09:25 UTC");
-    }
-}
-
 /// `n` random one-template people (each row is then mean + template: 2 rows per person).
 fn synthetic_gallery(model_id: &str, dim: usize, n: usize) -> shared::Gallery {
     use rand::{Rng, SeedableRng};
@@ -782,4 +772,14 @@ fn synthetic_gallery(model_id: &str, dim: usize, n: usize) -> shared::Gallery {
         }
     }
     g
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_date_known_days() {
+        assert_eq!(super::utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(super::utc_date(1_795_512_300), "2026-11-24 09:25 UTC");
+    }
 }
