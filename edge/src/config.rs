@@ -99,20 +99,21 @@ pub struct RawOnnx {
     pub threshold_masked: Option<f32>,
 }
 
-/// `[detector]`: a YuNet-family ONNX file.
+/// `[detector]`: a YuNet-family ONNX file, or `aligned = true` for input that is already one
+/// aligned face crop per image (then no other key).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDetector {
-    pub path: PathBuf,
+    /// Every image is one face already aligned to the recogniser's template (face-database
+    /// imports, capture cameras that emit aligned crops): nothing is detected.
+    #[serde(default)]
+    pub aligned: bool,
+    pub path: Option<PathBuf>,
     /// Square network input side in pixels (multiple of 32): 320 is fast, 640 finds small faces.
-    #[serde(default = "default_input_size")]
-    pub input_size: u32,
-    #[serde(default = "default_score_threshold")]
-    pub score_threshold: f32,
-    #[serde(default = "default_nms_iou")]
-    pub nms_iou: f32,
-    #[serde(default = "default_max_faces")]
-    pub max_faces: usize,
+    pub input_size: Option<u32>,
+    pub score_threshold: Option<f32>,
+    pub nms_iou: Option<f32>,
+    pub max_faces: Option<usize>,
 }
 
 /// `[gallery]`: the encrypted gallery file and where its key comes from.
@@ -200,7 +201,7 @@ pub struct Config {
     pub recognizer: RecognizerConfig,
     pub flip_fusion: bool,
     pub condition: ConditionChoice,
-    pub detector: DetectorConfig,
+    pub detector: DetectorKind,
     pub gallery: GalleryConfig,
     pub quality: QualityConfig,
 }
@@ -227,7 +228,26 @@ pub struct OnnxContract {
     pub threshold_masked: Option<f32>,
 }
 
-/// Detector settings.
+/// How faces are found in an image.
+#[derive(Debug, Clone)]
+pub enum DetectorKind {
+    /// A YuNet-family detector.
+    Yunet(DetectorConfig),
+    /// Each image is one face crop aligned to the recogniser's template ([`crate::crop`]).
+    AlignedCrops,
+}
+
+impl DetectorKind {
+    /// The YuNet settings, when a YuNet detector is configured.
+    pub fn yunet(&self) -> Option<&DetectorConfig> {
+        match self {
+            DetectorKind::Yunet(d) => Some(d),
+            DetectorKind::AlignedCrops => None,
+        }
+    }
+}
+
+/// YuNet detector settings.
 #[derive(Debug, Clone)]
 pub struct DetectorConfig {
     pub path: PathBuf,
@@ -353,21 +373,7 @@ impl Config {
                 })
             }
         };
-        let d = raw.detector;
-        if d.input_size < 32 || d.input_size > 2048 || d.input_size % 32 != 0 {
-            return Err(bad(format!(
-                "detector.input_size = {} must be a multiple of 32 in 32..=2048",
-                d.input_size
-            )));
-        }
-        if !(0.0..=1.0).contains(&d.score_threshold) || !(0.0..=1.0).contains(&d.nms_iou) {
-            return Err(bad(
-                "detector.score_threshold and detector.nms_iou must be in [0, 1]".into(),
-            ));
-        }
-        if d.max_faces == 0 {
-            return Err(bad("detector.max_faces must be at least 1".into()));
-        }
+        let detector = check_detector(raw.detector, &abs).map_err(bad)?;
         let key = match (raw.gallery.key_file, raw.gallery.key_env) {
             (Some(f), None) => KeySource::File(abs(&f)),
             (None, Some(v)) => KeySource::Env(v),
@@ -394,13 +400,7 @@ impl Config {
             recognizer,
             flip_fusion: raw.model.flip_fusion,
             condition: raw.model.condition,
-            detector: DetectorConfig {
-                path: abs(&d.path),
-                input_size: d.input_size,
-                score_threshold: d.score_threshold,
-                nms_iou: d.nms_iou,
-                max_faces: d.max_faces,
-            },
+            detector,
             gallery: GalleryConfig {
                 path: abs(&raw.gallery.path),
                 key,
@@ -408,6 +408,57 @@ impl Config {
             quality: raw.quality,
         })
     }
+}
+
+/// `[detector]` as written -> what runs; a half-filled section is an error naming the keys.
+fn check_detector(d: RawDetector, abs: &dyn Fn(&Path) -> PathBuf) -> Result<DetectorKind, String> {
+    if d.aligned {
+        let extra: Vec<&str> = [
+            ("path", d.path.is_some()),
+            ("input_size", d.input_size.is_some()),
+            ("score_threshold", d.score_threshold.is_some()),
+            ("nms_iou", d.nms_iou.is_some()),
+            ("max_faces", d.max_faces.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        if !extra.is_empty() {
+            return Err(format!(
+                "[detector] aligned = true means no detector runs, so it takes no other key (found {}); remove them, or remove `aligned` to use the YuNet file",
+                extra.join(", ")
+            ));
+        }
+        return Ok(DetectorKind::AlignedCrops);
+    }
+    let Some(path) = d.path else {
+        return Err(
+            "[detector] needs `path` (a YuNet ONNX file), or `aligned = true` when every image is an aligned face crop"
+                .into(),
+        );
+    };
+    let input_size = d.input_size.unwrap_or_else(default_input_size);
+    if !(32..=2048).contains(&input_size) || input_size % 32 != 0 {
+        return Err(format!(
+            "detector.input_size = {input_size} must be a multiple of 32 in 32..=2048"
+        ));
+    }
+    let score_threshold = d.score_threshold.unwrap_or_else(default_score_threshold);
+    let nms_iou = d.nms_iou.unwrap_or_else(default_nms_iou);
+    if !(0.0..=1.0).contains(&score_threshold) || !(0.0..=1.0).contains(&nms_iou) {
+        return Err("detector.score_threshold and detector.nms_iou must be in [0, 1]".into());
+    }
+    let max_faces = d.max_faces.unwrap_or_else(default_max_faces);
+    if max_faces == 0 {
+        return Err("detector.max_faces must be at least 1".into());
+    }
+    Ok(DetectorKind::Yunet(DetectorConfig {
+        path: abs(&path),
+        input_size,
+        score_threshold,
+        nms_iou,
+        max_faces,
+    }))
 }
 
 #[cfg(test)]
@@ -443,8 +494,9 @@ key_file = "gallery.key"
         };
         assert_eq!(o.path, Path::new("/etc/maskgate/models/sface.onnx"));
         assert_eq!(o.preprocess.template, ARCFACE_TEMPLATE_112);
-        assert_eq!(cfg.detector.path, Path::new("/abs/yunet.onnx"));
-        assert_eq!(cfg.detector.input_size, 320);
+        let yunet = cfg.detector.yunet().expect("a YuNet detector");
+        assert_eq!(yunet.path, Path::new("/abs/yunet.onnx"));
+        assert_eq!(yunet.input_size, 320);
         assert_eq!(
             cfg.gallery.key,
             KeySource::File("/etc/maskgate/gallery.key".into())
@@ -509,5 +561,49 @@ key_file = "gallery.key"
             .unwrap_err()
             .to_string();
         assert!(e.contains("trusted_keys[0]"), "{e}");
+    }
+
+    #[test]
+    fn aligned_crops_need_no_detector_file() {
+        let aligned = SFACE.replace("path = \"/abs/yunet.onnx\"", "aligned = true");
+        let cfg = Config::from_toml(&aligned, "edge.toml", Path::new("")).unwrap();
+        assert!(matches!(cfg.detector, DetectorKind::AlignedCrops));
+        assert!(cfg.detector.yunet().is_none());
+        // `aligned = false` is the YuNet detector, as before.
+        let explicit = SFACE.replace("[detector]", "[detector]\naligned = false");
+        let cfg = Config::from_toml(&explicit, "edge.toml", Path::new("")).unwrap();
+        assert!(cfg.detector.yunet().is_some());
+    }
+
+    #[test]
+    fn half_filled_detector_sections_are_named() {
+        let both = SFACE.replace("[detector]", "[detector]\naligned = true\ninput_size = 320");
+        let e = Config::from_toml(&both, "edge.toml", Path::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("edge.toml")
+                && e.contains("aligned = true")
+                && e.contains("path, input_size"),
+            "{e}"
+        );
+        for section in [
+            "[detector]\n",
+            "[detector]\naligned = false\nmax_faces = 4\n",
+        ] {
+            let empty = SFACE.replace("[detector]\npath = \"/abs/yunet.onnx\"\n", section);
+            let e = Config::from_toml(&empty, "edge.toml", Path::new(""))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("needs `path`") && e.contains("aligned = true"),
+                "{section}: {e}"
+            );
+        }
+        let typo = SFACE.replace("[detector]", "[detector]\nalinged = true");
+        let e = Config::from_toml(&typo, "edge.toml", Path::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("alinged"), "{e}");
     }
 }

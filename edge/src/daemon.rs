@@ -36,6 +36,25 @@ impl<R: FaceRecognizer + ?Sized> FaceRecognizer for Box<R> {
     }
 }
 
+/// When, and on which frame, a door event happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventStamp {
+    /// On the terminal's clock (since start; a replay uses the recording's clock).
+    pub at: Duration,
+    /// The frame whose recognition caused it (None for ticks, start and stop).
+    pub frame: Option<u64>,
+}
+
+/// Sees every door event right after the audit log recorded it (`edge run --dry-run` builds
+/// its report this way). `()` ignores them.
+pub trait DoorObserver {
+    fn on_event(&mut self, stamp: EventStamp, event: &DoorEvent);
+}
+
+impl DoorObserver for () {
+    fn on_event(&mut self, _: EventStamp, _: &DoorEvent) {}
+}
+
 /// `[daemon]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -224,10 +243,31 @@ struct Stamped<T> {
 pub fn run<R, C, B, S, F, Rec>(
     cfg: &DaemonConfig,
     open_source: F,
+    recognizer: Rec,
+    door: DoorController<R, C, B>,
+    audit: &mut AuditLog,
+    shutdown: &Shutdown,
+) -> (DoorParts<R, C, B>, Result<DaemonReport, DaemonError>)
+where
+    R: OutputPin,
+    C: InputPin,
+    B: InputPin,
+    S: FrameSource,
+    F: FnOnce() -> Result<S, FrameError> + Send + 'static,
+    Rec: FaceRecognizer + 'static,
+{
+    run_observed(cfg, open_source, recognizer, door, audit, shutdown, &mut ())
+}
+
+/// [`run`], telling `observer` about each door event.
+pub fn run_observed<R, C, B, S, F, Rec>(
+    cfg: &DaemonConfig,
+    open_source: F,
     mut recognizer: Rec,
     mut door: DoorController<R, C, B>,
     audit: &mut AuditLog,
     shutdown: &Shutdown,
+    observer: &mut dyn DoorObserver,
 ) -> (DoorParts<R, C, B>, Result<DaemonReport, DaemonError>)
 where
     R: OutputPin,
@@ -270,15 +310,13 @@ where
     let mut report = DaemonReport::default();
     let outcome = match (capture, recognise) {
         (Ok(capture), Ok(recognise)) => {
-            let decided = decide_loop(
-                cfg,
-                &mut door,
+            let mut sink = Sink {
                 audit,
-                &results,
-                &counters,
-                shutdown,
-                clock,
-                &mut report,
+                report: &mut report,
+                observer,
+            };
+            let decided = decide_loop(
+                cfg, &mut door, &mut sink, &results, &counters, shutdown, clock,
             );
             stop.store(true, Ordering::SeqCst);
             frames.close(StopCause::Stopped);
@@ -315,6 +353,42 @@ where
         (Ok(()), Ok(())) => Ok(report),
     };
     (parts, result)
+}
+
+/// Run the terminal the way `[camera]` calls for. A camera, or a replay paced in real time, goes
+/// through the threaded [`run_observed`] on the wall clock; a directory or recording replayed as
+/// fast as possible goes through [`crate::replay::replay`]: every frame decided, in order, on
+/// the recording's clock (so `edge run` on a directory ends by itself with the same decisions
+/// on any machine).
+pub fn run_configured<R, C, B, Rec>(
+    cfg: &crate::terminal::TerminalConfig,
+    recognizer: Rec,
+    door: DoorController<R, C, B>,
+    audit: &mut AuditLog,
+    shutdown: &Shutdown,
+    observer: &mut dyn DoorObserver,
+) -> (DoorParts<R, C, B>, Result<DaemonReport, DaemonError>)
+where
+    R: OutputPin,
+    C: InputPin,
+    B: InputPin,
+    Rec: FaceRecognizer + 'static,
+{
+    let camera = cfg.camera.clone();
+    let open = move || crate::frame::open_source(&camera);
+    if cfg.camera.is_lockstep_replay() {
+        crate::replay::replay(open, recognizer, door, audit, shutdown, observer)
+    } else {
+        run_observed(
+            &cfg.daemon,
+            open,
+            recognizer,
+            door,
+            audit,
+            shutdown,
+            observer,
+        )
+    }
 }
 
 fn capture_loop<S, F>(
@@ -388,30 +462,22 @@ fn recognise_loop<Rec: FaceRecognizer>(
     StopCause::Stopped
 }
 
-#[allow(clippy::too_many_arguments)]
 fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
     cfg: &DaemonConfig,
     door: &mut DoorController<R, C, B>,
-    audit: &mut AuditLog,
+    sink: &mut Sink,
     results: &LatestSlot<Stamped<Vec<Observation>>>,
     counters: &Counters,
     shutdown: &Shutdown,
     clock: Instant,
-    report: &mut DaemonReport,
 ) -> Result<(), DaemonError> {
     let tick = Duration::from_millis(cfg.tick_ms);
     let max_age = Duration::from_millis(cfg.max_frame_age_ms);
     let status_every = Duration::from_secs(cfg.status_interval_s);
     let mut next_status = clock.elapsed() + status_every;
+    let at = |at: Duration| EventStamp { at, frame: None };
 
-    record(
-        audit,
-        door,
-        report,
-        DoorEvent::Started {
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-    )?;
+    sink.record(door, at(clock.elapsed()), started())?;
     let stop_reason = loop {
         if shutdown.is_requested() {
             break "signal".to_string();
@@ -421,26 +487,33 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
         match door.tick(now) {
             Ok(events) => {
                 for e in events {
-                    record(audit, door, report, e)?;
+                    sink.record(door, at(now), e)?;
                 }
             }
-            Err(e) => return Err(fault(audit, door, report, DaemonError::Door(e))),
+            Err(e) => return Err(sink.fault(door, at(now), DaemonError::Door(e))),
         }
         match taken {
             Take::Item(Stamped {
-                at,
+                at: captured,
                 seq,
                 item: faces,
             }) => {
-                if now.saturating_sub(at) > max_age {
-                    report.frames_stale += 1;
-                    tracing::debug!("frame {seq} is {:?} old: not deciding on it", now - at);
+                if now.saturating_sub(captured) > max_age {
+                    sink.report.frames_stale += 1;
+                    tracing::debug!(
+                        "frame {seq} is {:?} old: not deciding on it",
+                        now - captured
+                    );
                 } else {
-                    report.frames_decided += 1;
-                    match door.on_frame(at, &faces) {
-                        Ok(Some(e)) => record(audit, door, report, e)?,
+                    sink.report.frames_decided += 1;
+                    let stamp = EventStamp {
+                        at: captured,
+                        frame: Some(seq),
+                    };
+                    match door.on_frame(captured, &faces) {
+                        Ok(Some(e)) => sink.record(door, stamp, e)?,
                         Ok(None) => {}
-                        Err(e) => return Err(fault(audit, door, report, DaemonError::Door(e))),
+                        Err(e) => return Err(sink.fault(door, stamp, DaemonError::Door(e))),
                     }
                 }
             }
@@ -453,66 +526,79 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
                         source_name: "camera".into(),
                         reason: e.to_string(),
                     }));
-                return Err(fault(audit, door, report, err));
+                return Err(sink.fault(door, at(now), err));
             }
         }
         if cfg.status_interval_s > 0 && now >= next_status {
             next_status = now + status_every;
-            log_status(door, audit, counters, report, now);
+            log_status(door, sink.audit, counters, sink.report, now);
         }
     };
-    door.fail_secure()?;
-    report.stop_reason = stop_reason.clone();
-    record(
-        audit,
-        door,
-        report,
-        DoorEvent::Stopped {
-            reason: stop_reason,
-        },
-    )?;
-    Ok(())
+    sink.stop(door, at(clock.elapsed()), stop_reason)
 }
 
-/// Append to the audit log and count; if the log cannot be written the door is locked, since
-/// the terminal must not act unrecorded.
-fn record<R: OutputPin, C: InputPin, B: InputPin>(
-    audit: &mut AuditLog,
-    door: &mut DoorController<R, C, B>,
-    report: &mut DaemonReport,
-    event: DoorEvent,
-) -> Result<(), DaemonError> {
-    tracing::info!(event = event.kind(), "{event:?}");
-    *report.events.entry(event.kind()).or_insert(0) += 1;
-    if let Err(e) = audit.append(&event) {
-        let _ = door.fail_secure();
-        return Err(DaemonError::Audit(e));
+/// The event that opens every run.
+pub(crate) fn started() -> DoorEvent {
+    DoorEvent::Started {
+        version: env!("CARGO_PKG_VERSION").into(),
     }
-    Ok(())
 }
 
-/// Lock, record the fault (best effort) and hand the error back.
-fn fault<R: OutputPin, C: InputPin, B: InputPin>(
-    audit: &mut AuditLog,
-    door: &mut DoorController<R, C, B>,
-    report: &mut DaemonReport,
-    err: DaemonError,
-) -> DaemonError {
-    if let Err(e) = door.fail_secure() {
-        tracing::error!("could not lock the door: {e}");
+/// Where door events go: the audit log, the report's counters and the observer.
+pub(crate) struct Sink<'a> {
+    pub(crate) audit: &'a mut AuditLog,
+    pub(crate) report: &'a mut DaemonReport,
+    pub(crate) observer: &'a mut dyn DoorObserver,
+}
+
+impl Sink<'_> {
+    /// Append to the audit log and count; if the log cannot be written the door is locked,
+    /// since the terminal must not act unrecorded.
+    pub(crate) fn record<R: OutputPin, C: InputPin, B: InputPin>(
+        &mut self,
+        door: &mut DoorController<R, C, B>,
+        stamp: EventStamp,
+        event: DoorEvent,
+    ) -> Result<(), DaemonError> {
+        tracing::info!(event = event.kind(), "{event:?}");
+        *self.report.events.entry(event.kind()).or_insert(0) += 1;
+        if let Err(e) = self.audit.append(&event) {
+            let _ = door.fail_secure();
+            return Err(DaemonError::Audit(e));
+        }
+        self.observer.on_event(stamp, &event);
+        Ok(())
     }
-    report.stop_reason = err.to_string();
-    if let Err(e) = record(
-        audit,
-        door,
-        report,
-        DoorEvent::Fault {
-            what: err.to_string(),
-        },
-    ) {
-        tracing::error!("could not record the fault: {e}");
+
+    /// Lock, record the fault (best effort) and hand the error back.
+    pub(crate) fn fault<R: OutputPin, C: InputPin, B: InputPin>(
+        &mut self,
+        door: &mut DoorController<R, C, B>,
+        stamp: EventStamp,
+        err: DaemonError,
+    ) -> DaemonError {
+        if let Err(e) = door.fail_secure() {
+            tracing::error!("could not lock the door: {e}");
+        }
+        self.report.stop_reason = err.to_string();
+        let what = err.to_string();
+        if let Err(e) = self.record(door, stamp, DoorEvent::Fault { what }) {
+            tracing::error!("could not record the fault: {e}");
+        }
+        err
     }
-    err
+
+    /// A clean stop: lock, then record why.
+    pub(crate) fn stop<R: OutputPin, C: InputPin, B: InputPin>(
+        &mut self,
+        door: &mut DoorController<R, C, B>,
+        stamp: EventStamp,
+        reason: String,
+    ) -> Result<(), DaemonError> {
+        door.fail_secure()?;
+        self.report.stop_reason = reason.clone();
+        self.record(door, stamp, DoorEvent::Stopped { reason })
+    }
 }
 
 fn log_status<R: OutputPin, C: InputPin, B: InputPin>(

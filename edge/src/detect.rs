@@ -1,4 +1,5 @@
 //! Face detection with the YuNet family (OpenCV zoo, 2023mar): letterbox, run, decode, NMS.
+//! ([`Detector`] also stands in for input that needs no detection: see [`crate::crop`].)
 //!
 //! The contract (`../shared/models/README.md`): input `input` [1,3,S,S] BGR 0..255; for strides
 //! 8/16/32, outputs `cls_s`, `obj_s` [1,N,1], `bbox_s` [1,N,4], `kps_s` [1,N,10] over an
@@ -10,11 +11,12 @@
 //! [`shared::ARCFACE_TEMPLATE_112`] (image-left eye first, image-left mouth corner fourth), so no
 //! reordering is needed; the real-photo tests check the image-left/right order on frontal faces.
 
-use crate::config::DetectorConfig;
+use crate::config::{DetectorConfig, DetectorKind};
+use crate::crop::{AlignedCrops, CropSizeError};
 use crate::model::{load_plan, read_model, run_plan, ModelError, Plan};
 use image::{imageops, RgbImage};
 use serde::Serialize;
-use shared::Landmarks5;
+use shared::{Landmarks5, PreprocessSpec};
 
 /// Feature-map strides of YuNet's three heads.
 const STRIDES: [usize; 3] = [8, 16, 32];
@@ -80,8 +82,28 @@ impl DetectedFace {
     }
 }
 
-/// A loaded YuNet plan and its decoding settings.
+/// Why faces could not be found in an image.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    CropSize(#[from] CropSizeError),
+}
+
+/// Finds the faces of an image: a YuNet network, or (`[detector] aligned = true`) the identity
+/// "detector" for images that are already one aligned face crop each.
 pub struct Detector {
+    finder: Finder,
+}
+
+enum Finder {
+    Yunet(Yunet),
+    Aligned(AlignedCrops),
+}
+
+/// A loaded YuNet plan and its decoding settings.
+struct Yunet {
     plan: Plan,
     size: usize,
     score_threshold: f32,
@@ -90,7 +112,7 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// Load and optimise the detector for its configured input size.
+    /// Load and optimise a YuNet detector for its configured input size.
     pub fn load(cfg: &DetectorConfig) -> Result<Self, ModelError> {
         let bytes = read_model("detector", &cfg.path)?;
         let size = cfg.input_size as usize;
@@ -103,21 +125,59 @@ impl Detector {
             &OUTPUT_NAMES,
         )?;
         Ok(Self {
-            plan,
-            size,
-            score_threshold: cfg.score_threshold,
-            nms_iou: cfg.nms_iou,
-            max_faces: cfg.max_faces,
+            finder: Finder::Yunet(Yunet {
+                plan,
+                size,
+                score_threshold: cfg.score_threshold,
+                nms_iou: cfg.nms_iou,
+                max_faces: cfg.max_faces,
+            }),
         })
     }
 
-    /// Network input side in pixels.
-    pub fn input_size(&self) -> u32 {
-        self.size as u32
+    /// The detector `[detector]` asks for; aligned crops are sized and landmarked by `spec`,
+    /// the recogniser's preprocessing.
+    pub fn from_kind(kind: &DetectorKind, spec: &PreprocessSpec) -> Result<Self, ModelError> {
+        match kind {
+            DetectorKind::Yunet(cfg) => Self::load(cfg),
+            DetectorKind::AlignedCrops => Ok(Self::aligned(AlignedCrops::new(spec))),
+        }
+    }
+
+    /// Every image is one aligned face crop.
+    pub fn aligned(crops: AlignedCrops) -> Self {
+        Self {
+            finder: Finder::Aligned(crops),
+        }
+    }
+
+    /// YuNet's network input side in pixels (None for aligned crops).
+    pub fn input_size(&self) -> Option<u32> {
+        match &self.finder {
+            Finder::Yunet(y) => Some(y.size as u32),
+            Finder::Aligned(_) => None,
+        }
+    }
+
+    /// For logs and the bench table: "YuNet input 320", "aligned crops 112x112".
+    pub fn describe(&self) -> String {
+        match &self.finder {
+            Finder::Yunet(y) => format!("YuNet input {}", y.size),
+            Finder::Aligned(a) => format!("aligned crops {}x{}", a.width(), a.height()),
+        }
     }
 
     /// Faces in `image`, largest first, in image coordinates.
-    pub fn detect(&self, image: &RgbImage) -> Result<Vec<DetectedFace>, ModelError> {
+    pub fn detect(&self, image: &RgbImage) -> Result<Vec<DetectedFace>, DetectError> {
+        match &self.finder {
+            Finder::Yunet(y) => Ok(y.detect(image)?),
+            Finder::Aligned(a) => Ok(vec![a.face(image)?]),
+        }
+    }
+}
+
+impl Yunet {
+    fn detect(&self, image: &RgbImage) -> Result<Vec<DetectedFace>, ModelError> {
         if image.width() == 0 || image.height() == 0 {
             return Ok(Vec::new());
         }

@@ -1,16 +1,19 @@
 //! maskgate edge library: the door terminal's recognition pipeline and hardware control.
 //!
 //! The `edge` binary (`main.rs`) is glue over these modules. Recognition, one module per stage:
-//! [`config`] (edge.toml) -> [`model`] (tract plans, built once) -> [`detect`] (YuNet) ->
+//! [`config`] (edge.toml) -> [`model`] (tract plans, built once) -> [`detect`] (YuNet, or
+//! [`crop`] for pre-aligned crops) ->
 //! [`align`] (shared alignment) -> [`quality`] (the gate) -> [`embed`] (recogniser) ->
 //! [`matcher`] (1:N, 1:1) over the encrypted [`gallery`]; [`pipeline`] chains them.
 //! The door: [`frame`] sources -> [`daemon`] (threads, queues, signals) -> [`door`] (policy,
 //! relay and inputs over embedded-hal) with every decision in the hash-chained [`audit`] log;
-//! [`recognizer`] plugs the pipeline into the daemon; [`terminal`] reads the door's config.
+//! [`recognizer`] plugs the pipeline into the daemon; [`replay`] decides every frame of a
+//! recording in lockstep; [`terminal`] reads the door's config.
 
 pub mod align;
 pub mod audit;
 pub mod config;
+pub mod crop;
 pub mod daemon;
 pub mod detect;
 pub mod door;
@@ -22,6 +25,7 @@ pub mod model;
 pub mod pipeline;
 pub mod quality;
 pub mod recognizer;
+pub mod replay;
 pub mod terminal;
 
 pub use config::Config;

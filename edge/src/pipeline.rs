@@ -4,7 +4,7 @@
 //! daemon or the CLI needs is a method here. One line per arrow in [`Pipeline::process`].
 
 use crate::config::Config;
-use crate::detect::{DetectedFace, Detector};
+use crate::detect::{DetectError, DetectedFace, Detector};
 use crate::embed::{DecisionThresholds, FaceEmbedding, Recognizer, RecognizerError};
 use crate::matcher::Matcher;
 use crate::model::ModelError;
@@ -13,7 +13,7 @@ use image::RgbImage;
 use serde::Serialize;
 use shared::preprocess::PreprocessError;
 use shared::template::EmbeddingError;
-use shared::{Condition, Gallery, Template};
+use shared::{Condition, Gallery, PersonId, Template};
 use std::path::Path;
 
 /// Why an image could not be processed.
@@ -21,6 +21,8 @@ use std::path::Path;
 pub enum PipelineError {
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
     #[error(transparent)]
     Recognizer(#[from] RecognizerError),
     #[error("image {path}: {message}")]
@@ -46,8 +48,32 @@ pub struct Identification {
     pub margin: Option<f32>,
     pub condition: Condition,
     pub threshold: f32,
-    /// score >= threshold for the condition.
+    /// score >= threshold for the condition (and the person's validity window open, when
+    /// checked with [`Identification::check_validity`]).
     pub accepted: bool,
+    /// The best match is a person whose validity window (valid_from/valid_until) is closed.
+    pub outside_validity: bool,
+}
+
+impl Identification {
+    /// Withdraw acceptance when the matched person may not enter at `now_unix`, as the door
+    /// does: a match with an expired (or not yet started) validity window is not accepted.
+    pub fn check_validity(&mut self, gallery: &Gallery, now_unix: u64) {
+        let Some(id) = self.person_id.as_deref() else {
+            return;
+        };
+        let valid = id.parse::<PersonId>().is_ok_and(|pid| {
+            gallery
+                .people
+                .iter()
+                .find(|p| p.id == pid)
+                .is_some_and(|p| p.is_valid_at(now_unix))
+        });
+        if !valid {
+            self.outside_validity = true;
+            self.accepted = false;
+        }
+    }
 }
 
 /// Everything known about one face in a frame.
@@ -91,8 +117,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// Load both models (once) as configured; the gallery starts empty ([`Self::set_gallery`]).
     pub fn load(cfg: &Config) -> Result<Self, PipelineError> {
-        let detector = Detector::load(&cfg.detector)?;
         let recognizer = Recognizer::load(&cfg.recognizer, cfg.flip_fusion, cfg.condition)?;
+        let detector = Detector::from_kind(&cfg.detector, recognizer.spec())?;
         Ok(Self::new(
             detector,
             recognizer,
@@ -175,6 +201,7 @@ impl Pipeline {
             Some(r) => Identification {
                 margin: r.margin(),
                 accepted: r.best.score >= threshold,
+                outside_validity: false,
                 person_id: Some(r.best.id),
                 name: Some(r.best.name),
                 score: Some(r.best.score),
@@ -189,6 +216,7 @@ impl Pipeline {
                 condition: probe.condition,
                 threshold,
                 accepted: false,
+                outside_validity: false,
             },
         })
     }
@@ -199,7 +227,7 @@ impl Pipeline {
         image: &RgbImage,
         what: &str,
     ) -> Result<(DetectedFace, QualityVerdict, FaceEmbedding), PipelineError> {
-        let faces = self.detect(image)?;
+        let faces = self.detect(image).map_err(|e| name_crop_error(e, what))?;
         let face = faces
             .into_iter()
             .next()
@@ -248,7 +276,18 @@ impl Pipeline {
         let mut templates = Vec::new();
         let mut report = Vec::new();
         for (name, image) in images {
-            let faces = self.detect(image)?;
+            let faces = match self.detect(image) {
+                Err(PipelineError::Detect(DetectError::CropSize(e))) => {
+                    report.push(EnrollImage {
+                        image: name.clone(),
+                        faces_found: 0,
+                        quality: None,
+                        skipped: Some(e.to_string()),
+                    });
+                    continue;
+                }
+                other => other?,
+            };
             let mut item = EnrollImage {
                 image: name.clone(),
                 faces_found: faces.len(),
@@ -277,6 +316,17 @@ impl Pipeline {
             report.push(item);
         }
         Ok((templates, report))
+    }
+}
+
+/// An aligned-crop size error names the image it is about; other errors pass unchanged.
+fn name_crop_error(e: PipelineError, what: &str) -> PipelineError {
+    match e {
+        PipelineError::Detect(DetectError::CropSize(c)) => PipelineError::Image {
+            path: what.to_string(),
+            message: c.to_string(),
+        },
+        other => other,
     }
 }
 

@@ -43,28 +43,25 @@ impl PipelineRecognizer {
         self
     }
 
-    fn observe(&self, id: Identification, now: u64) -> Observation {
+    fn observe(&self, mut id: Identification, now: u64) -> Observation {
+        id.check_validity(&self.gallery, now);
+        let condition = Some(id.condition);
         let (Some(pid), Some(name), Some(score)) = (id.person_id, id.name, id.score) else {
             return Observation::unknown(None, 0.0);
         };
         let Ok(person_id) = pid.parse::<PersonId>() else {
             return Observation::unknown(None, score);
         };
-        let valid = self
-            .gallery
-            .people
-            .iter()
-            .find(|p| p.id == person_id)
-            .is_some_and(|p| p.is_valid_at(now));
         let person = PersonRef {
             id: person_id,
             name,
         };
-        if id.accepted && valid {
+        let observation = if id.accepted {
             Observation::known(person, score)
         } else {
             Observation::unknown(Some(person), score)
-        }
+        };
+        observation.with_condition(condition)
     }
 }
 

@@ -408,3 +408,87 @@ fn a_slow_recogniser_gets_fresh_frames_not_a_backlog() {
         "{report:?}"
     );
 }
+
+/// Records every door event with its stamp.
+#[derive(Default)]
+struct Stamps(Vec<(u64, Option<u64>, &'static str)>);
+
+impl edge::daemon::DoorObserver for Stamps {
+    fn on_event(&mut self, stamp: edge::daemon::EventStamp, event: &edge::door::DoorEvent) {
+        self.0
+            .push((stamp.at.as_millis() as u64, stamp.frame, event.kind()));
+    }
+}
+
+#[test]
+fn a_lockstep_replay_decides_every_frame_on_the_recording_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let mut audit = AuditLog::open(&audit_path).unwrap();
+    let pin = PinMock::new(&[
+        PinTx::set(State::Low),  // start locked
+        PinTx::set(State::High), // alice, 3rd frame
+        PinTx::set(State::Low),  // relock 100 ms later, on the recording's clock
+        PinTx::set(State::Low),  // end of stream
+        PinTx::set(State::Low),  // release
+    ]);
+    let door = DoorController::new(
+        DoorRelay::new(pin, ActiveLevel::High).unwrap(),
+        policy(),
+        Duration::from_millis(100),
+    );
+    // Not paced: the whole recording is read as fast as the recogniser goes, and still every
+    // frame is decided (a slow recogniser cannot make the replay drop any).
+    let frames: Vec<_> = [
+        NO_FACE, ALICE, ALICE, ALICE, NO_FACE, NO_FACE, NO_FACE, STRANGER, STRANGER, STRANGER,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(k, &code)| {
+        (
+            Duration::from_millis(k as u64 * 40),
+            RgbImage::from_pixel(4, 4, Rgb([code, 0, 0])),
+        )
+    })
+    .collect();
+    let source = RecordedSource::from_images("replay", frames);
+    let mut stamps = Stamps::default();
+    let (mut parts, report) = edge::replay::replay(
+        move || Ok(source),
+        SlowColourCoded,
+        door,
+        &mut audit,
+        &Shutdown::new(),
+        &mut stamps,
+    );
+    parts.relay.done();
+    let report = report.unwrap();
+    assert_eq!(report.stop_reason, "end of stream");
+    assert_eq!((report.frames_captured, report.frames_decided), (10, 10));
+    assert_eq!(report.frames_dropped + report.frames_stale, 0);
+    assert_eq!(
+        stamps.0,
+        [
+            (0, None, "started"),
+            (120, Some(3), "unlocked"),
+            (240, None, "relocked"),
+            (360, Some(9), "denied"),
+            (360, None, "stopped"),
+        ]
+    );
+    assert_eq!(
+        audit_events(&audit_path),
+        ["started", "unlocked", "relocked", "denied", "stopped"]
+    );
+    verify_file(&audit_path).unwrap();
+}
+
+/// [`ColourCoded`], but slower than the recording's frame rate.
+struct SlowColourCoded;
+
+impl FaceRecognizer for SlowColourCoded {
+    fn recognize(&mut self, frame: &Frame) -> Result<Vec<Observation>, RecognizeError> {
+        std::thread::sleep(Duration::from_millis(60));
+        ColourCoded.recognize(frame)
+    }
+}

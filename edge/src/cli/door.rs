@@ -1,10 +1,16 @@
-//! `edge run`, `edge audit verify` and `edge admin hash-pin`: the door terminal's commands.
+//! `edge run` (also `--dry-run` on a simulated door), `edge audit verify` and
+//! `edge admin hash-pin`: the door terminal's commands.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Subcommand;
+use edge::audit::AuditLog;
+use edge::daemon::{DoorObserver, EventStamp};
+use edge::door::simulated::RelayTap;
+use edge::door::DoorEvent;
 use edge::pipeline::Pipeline;
 use edge::recognizer::PipelineRecognizer;
 use edge::GalleryStore;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -52,8 +58,10 @@ pub fn admin(cmd: AdminCommand) -> Result<ExitCode> {
 }
 
 /// `edge run`: load everything first (a bad config or bundle stops start-up), then hand the
-/// camera, the pipeline and the door to the daemon until SIGTERM/SIGINT.
-pub fn run(config: &Path) -> Result<ExitCode> {
+/// camera, the pipeline and the door to the daemon until SIGTERM/SIGINT or the end of a replayed
+/// source. With `dry_run` the door is simulated ([`edge::door::simulated`]) and a report of
+/// the door's events and relay transitions is printed.
+pub fn run(config: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let terminal = edge::terminal::TerminalConfig::from_toml(&text)
@@ -65,6 +73,9 @@ pub fn run(config: &Path) -> Result<ExitCode> {
     let gallery = store.load_for_model(r.model_id(), r.embedding_dim())?;
     tracing::info!(people = gallery.people.len(), "gallery loaded");
     let recognizer = PipelineRecognizer::new(pipeline, gallery);
+    if dry_run {
+        return simulate_door(&terminal, recognizer, json);
+    }
     let report = run_door(&terminal, Box::new(recognizer))?;
     eprintln!(
         "edge: stopped ({}): {} frames, {} decided, {} unlocks, {} denials",
@@ -86,15 +97,8 @@ fn run_door(
         edge::daemon::Shutdown::on_signals().context("installing the SIGTERM/SIGINT handlers")?;
     let mut audit = edge::audit::AuditLog::open(&cfg.audit.path)?;
     let door = edge::door::gpio::door_controller(&cfg.door)?;
-    let camera = cfg.camera.clone();
-    let (_pins, result) = edge::daemon::run(
-        &cfg.daemon,
-        move || edge::frame::open_source(&camera),
-        recognizer,
-        door,
-        &mut audit,
-        &shutdown,
-    );
+    let (_pins, result) =
+        edge::daemon::run_configured(cfg, recognizer, door, &mut audit, &shutdown, &mut ());
     Ok(result?)
 }
 
@@ -103,5 +107,187 @@ fn run_door(
     _cfg: &edge::terminal::TerminalConfig,
     _recognizer: Box<dyn edge::daemon::FaceRecognizer>,
 ) -> Result<edge::daemon::DaemonReport> {
-    bail!("this edge binary was built without the `gpio` feature, so it cannot drive a door (build with --features device)")
+    anyhow::bail!("this edge binary was built without the `gpio` feature, so it cannot drive a door (build with --features device, or try `edge run --dry-run` with a simulated door)")
+}
+
+/// The door events and relay transitions of a dry run, in order, as JSON objects.
+struct Journal {
+    tap: RelayTap,
+    entries: Vec<Value>,
+    last: EventStamp,
+}
+
+impl Journal {
+    fn stamped(stamp: EventStamp, mut entry: Value) -> Value {
+        if let Value::Object(map) = &mut entry {
+            map.insert("at_ms".into(), json!(stamp.at.as_millis() as u64));
+            map.insert("frame".into(), json!(stamp.frame));
+        }
+        entry
+    }
+
+    /// Relay transitions not yet listed happened just before `stamp`'s event.
+    fn drain_relay(&mut self, stamp: EventStamp) {
+        for t in self.tap.take() {
+            let mut entry = json!({"event": "relay"});
+            if let (Value::Object(map), Ok(Value::Object(t))) =
+                (&mut entry, serde_json::to_value(t))
+            {
+                map.extend(t);
+            }
+            self.entries.push(Self::stamped(stamp, entry));
+        }
+    }
+}
+
+impl DoorObserver for Journal {
+    fn on_event(&mut self, stamp: EventStamp, event: &DoorEvent) {
+        self.drain_relay(stamp);
+        let entry = serde_json::to_value(event)
+            .unwrap_or_else(|e| json!({"event": event.kind(), "error": e.to_string()}));
+        self.entries.push(Self::stamped(stamp, entry));
+        self.last = stamp;
+    }
+}
+
+/// `edge run --dry-run`: the whole door loop on a simulated relay; prints what the door did.
+fn simulate_door(
+    terminal: &edge::terminal::TerminalConfig,
+    recognizer: PipelineRecognizer,
+    json: bool,
+) -> Result<ExitCode> {
+    let shutdown =
+        edge::daemon::Shutdown::on_signals().context("installing the SIGTERM/SIGINT handlers")?;
+    let mut audit = AuditLog::open(&terminal.audit.path)?;
+    let (door, tap) = edge::door::simulated::door_controller(&terminal.door);
+    let mut journal = Journal {
+        tap,
+        entries: Vec::new(),
+        last: EventStamp {
+            at: std::time::Duration::ZERO,
+            frame: None,
+        },
+    };
+    let (_pins, result) = edge::daemon::run_configured(
+        terminal,
+        recognizer,
+        door,
+        &mut audit,
+        &shutdown,
+        &mut journal,
+    );
+    let last = journal.last;
+    journal.drain_relay(last);
+    let mode = if terminal.camera.is_lockstep_replay() {
+        "replay"
+    } else {
+        "live"
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            for line in journal.entries.iter().map(human_line) {
+                eprintln!("{line}");
+            }
+            return Err(anyhow::Error::new(e).context("dry run stopped"));
+        }
+    };
+    let energised = journal
+        .entries
+        .iter()
+        .filter(|e| e["event"] == "relay" && e["energised"] == true)
+        .count();
+    if json {
+        let doc = json!({
+            "dry_run": true,
+            "mode": mode,
+            "stop_reason": report.stop_reason,
+            "frames": {
+                "captured": report.frames_captured,
+                "decided": report.frames_decided,
+                "dropped": report.frames_dropped,
+                "stale": report.frames_stale,
+                "bad": report.bad_frames,
+                "recognize_errors": report.recognize_errors,
+            },
+            "counts": {
+                "unlocked": report.count("unlocked"),
+                "denied": report.count("denied"),
+                "refused": report.count("refused"),
+                "relocked": report.count("relocked"),
+                "relay_energised": energised,
+            },
+            "events": journal.entries,
+            "audit": {
+                "path": audit.path().display().to_string(),
+                "entries": audit.entries(),
+                "head": audit.head(),
+            },
+        });
+        outln!("{doc:#}");
+    } else {
+        for line in journal.entries.iter().map(human_line) {
+            outln!("{line}");
+        }
+        outln!(
+            "dry run ({mode}, stopped: {}): {} frames, {} decided, {} unlocks, {} denials, {} refusals; relay energised {energised} time(s); audit log {} ({} entries, head {})",
+            report.stop_reason,
+            report.frames_captured,
+            report.frames_decided,
+            report.count("unlocked"),
+            report.count("denied"),
+            report.count("refused"),
+            audit.path().display(),
+            audit.entries(),
+            audit.head()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One journal entry as a line: time, frame, what happened.
+fn human_line(e: &Value) -> String {
+    let at = e["at_ms"].as_u64().unwrap_or(0) as f64 / 1e3;
+    let frame = e["frame"]
+        .as_u64()
+        .map_or(String::new(), |f| format!("frame {f}"));
+    let name = |p: &Value| p["name"].as_str().unwrap_or("?").to_string();
+    let score = e["score"].as_f64().unwrap_or(f64::NAN);
+    let what = match e["event"].as_str().unwrap_or("?") {
+        "relay" => format!(
+            "relay {} ({})",
+            e["level"].as_str().unwrap_or("?"),
+            if e["energised"] == true {
+                "energised: lock released"
+            } else {
+                "de-energised: locked"
+            }
+        ),
+        "unlocked" => format!(
+            "UNLOCKED for {} (score {score:.3}{}, {} frames)",
+            name(&e["person"]),
+            e["condition"]
+                .as_str()
+                .map_or(String::new(), |c| format!(", {c}")),
+            e["frames"]
+        ),
+        "denied" => format!(
+            "DENIED unknown face (closest {}, score {score:.3}){}",
+            if e["best"].is_null() {
+                "nobody".to_string()
+            } else {
+                name(&e["best"])
+            },
+            e["lockout_for_ms"]
+                .as_u64()
+                .map_or(String::new(), |ms| format!("; lockout for {ms} ms"))
+        ),
+        "refused" => format!(
+            "REFUSED {} (score {score:.3}): {}",
+            name(&e["person"]),
+            e["reason"].as_str().unwrap_or("?")
+        ),
+        other => other.to_string(),
+    };
+    format!("{at:>9.3} s  {frame:<10} {what}")
 }

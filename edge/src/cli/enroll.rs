@@ -24,6 +24,13 @@ pub struct CameraEnroll<'a> {
 
 pub fn enroll_camera(cfg: &Config, out: &Output, req: CameraEnroll) -> Result<ExitCode> {
     let path = req.config_path;
+    if cfg.detector.yunet().is_none() {
+        // The guidance (come closer, centre, hold still) measures a face inside a larger frame.
+        bail!(
+            "{}: enroll --camera needs a face detector, and [detector] aligned = true has none; enroll aligned crops as photos instead (edge enroll --name NAME crop1.png crop2.png)",
+            path.display()
+        );
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let sections =

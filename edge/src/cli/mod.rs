@@ -1,14 +1,17 @@
 //! Command-line interface: parse, run one subcommand, print human text or JSON.
 //!
-//! Exit codes: 0 success (identify: someone accepted; verify: same person), 1 a clean negative
-//! answer (nobody accepted / different people), 2 an error.
+//! Exit codes: 0 success (identify of one photo: someone accepted; verify: same person), 1 a
+//! clean negative answer (nobody accepted / different people), 2 an error.
+//! `identify` over several images or a directory answers per image (results, or the error for
+//! that image) and exits 0 when it ran, whoever was accepted; 2 only when it could not run at
+//! all (config, models, gallery, or not a single image to read).
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use edge::config::Config;
 use edge::gallery::{self, GalleryStore};
 use edge::pipeline::{load_image, Pipeline};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -84,8 +87,12 @@ pub enum Command {
         #[arg(required_unless_present = "camera")]
         images: Vec<PathBuf>,
     },
-    /// Identify every face in a photo against the gallery.
-    Identify { image: PathBuf },
+    /// Identify every face in photos against the gallery. Several photos (or a directory of
+    /// .png/.jpg) are answered one result per image, models loaded once.
+    Identify {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Are the largest faces of two photos the same person?
     Verify { first: PathBuf, second: PathBuf },
     /// Inspect and manage the enrolled people.
@@ -104,8 +111,14 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
-    /// Run the door terminal: capture, recognise, decide, drive the relay (until SIGTERM/SIGINT).
-    Run,
+    /// Run the door terminal: capture, recognise, decide, drive the relay (until SIGTERM/SIGINT,
+    /// or the end of a directory/recording [camera] source).
+    Run {
+        /// Simulate the door: no GPIO, the relay is in memory; print the door's events and relay
+        /// transitions at the end (with --json, as one document). The audit log is written.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -155,7 +168,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let command = match command {
         Command::Audit { command } => return door::audit(command),
         Command::Admin { command } => return door::admin(command),
-        Command::Run => return door::run(&cli.config),
+        Command::Run { dry_run } => return door::run(&cli.config, dry_run, cli.json),
         other => other,
     };
     let cfg = load_config(&cli.config)?;
@@ -183,7 +196,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             images,
             ..
         } => enroll(&cfg, &out, &name, update, &images),
-        Command::Identify { image } => identify(&cfg, &out, &image),
+        Command::Identify { images } => match images.as_slice() {
+            [one] if !one.is_dir() => identify(&cfg, &out, one),
+            many => identify_many(&cfg, &out, many),
+        },
         Command::Verify { first, second } => verify(&cfg, &out, &first, &second),
         Command::Gallery { action } => gallery_cmd(&cfg, &out, action),
         Command::Bench {
@@ -191,7 +207,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             templates,
             runs,
         } => bench(&cfg, &image, &templates, runs),
-        Command::Run | Command::Audit { .. } | Command::Admin { .. } => {
+        Command::Run { .. } | Command::Audit { .. } | Command::Admin { .. } => {
             bail!("internal: door command reached the recognition dispatcher")
         }
     }
@@ -290,8 +306,9 @@ fn enroll(
 
 fn identify(cfg: &Config, out: &Output, path: &Path) -> Result<ExitCode> {
     let image = load_image(path)?;
-    let (pipeline, _, _) = load_pipeline_and_gallery(cfg)?;
-    let faces = pipeline.process(&image)?;
+    let (pipeline, _, gallery) = load_pipeline_and_gallery(cfg)?;
+    let faces = identify_faces(&pipeline, &gallery, &image, now_unix())
+        .with_context(|| format!("{}", path.display()))?;
     if faces.is_empty() {
         bail!("{}: no face found", path.display());
     }
@@ -312,22 +329,7 @@ fn identify(cfg: &Config, out: &Output, path: &Path) -> Result<ExitCode> {
                     b.w,
                     b.h
                 );
-                lines.push(match &f.identification {
-                    None => format!("{at}: rejected: {}", f.quality.reasons()),
-                    Some(i) => match (&i.name, i.score) {
-                        (Some(n), Some(s)) if i.accepted => format!(
-                            "{at}: {n} (score {s:.3} >= {:.3}, {}, margin {})",
-                            i.threshold,
-                            i.condition,
-                            i.margin.map_or("n/a".into(), |m| format!("{m:.3}"))
-                        ),
-                        (Some(n), Some(s)) => format!(
-                            "{at}: unknown (closest {n}, score {s:.3} < {:.3}, {})",
-                            i.threshold, i.condition
-                        ),
-                        _ => format!("{at}: unknown (gallery is empty)"),
-                    },
-                });
+                lines.push(format!("{at}: {}", face_verdict(f)));
             }
             lines.join("\n")
         },
@@ -337,6 +339,137 @@ fn identify(cfg: &Config, out: &Output, path: &Path) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Every face of `image`, identified, with closed validity windows withdrawing acceptance.
+fn identify_faces(
+    pipeline: &Pipeline,
+    gallery: &shared::Gallery,
+    image: &image::RgbImage,
+    now: u64,
+) -> Result<Vec<edge::FaceResult>> {
+    let mut faces = pipeline.process(image)?;
+    for id in faces.iter_mut().filter_map(|f| f.identification.as_mut()) {
+        id.check_validity(gallery, now);
+    }
+    Ok(faces)
+}
+
+/// What became of one face, for people.
+fn face_verdict(f: &edge::FaceResult) -> String {
+    match &f.identification {
+        None => format!("rejected: {}", f.quality.reasons()),
+        Some(i) => match (&i.name, i.score) {
+            (Some(n), Some(s)) if i.accepted => format!(
+                "{n} (score {s:.3} >= {:.3}, {}, margin {})",
+                i.threshold,
+                i.condition,
+                i.margin.map_or("n/a".into(), |m| format!("{m:.3}"))
+            ),
+            (Some(n), Some(s)) if i.outside_validity => format!(
+                "{n} is outside their validity window: not accepted (score {s:.3}, {})",
+                i.condition
+            ),
+            (Some(n), Some(s)) => format!(
+                "unknown (closest {n}, score {s:.3} < {:.3}, {})",
+                i.threshold, i.condition
+            ),
+            _ => "unknown (gallery is empty)".to_string(),
+        },
+    }
+}
+
+/// The images named on the command line, directories expanded to their .png/.jpg files in name
+/// order (not recursive).
+fn expand_images(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a.is_dir() {
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir(a).with_context(|| format!("listing {}", a.display()))? {
+                let p = entry
+                    .with_context(|| format!("listing {}", a.display()))?
+                    .path();
+                if p.is_file() && edge::frame::dir::is_image(&p) {
+                    found.push(p);
+                }
+            }
+            if found.is_empty() {
+                bail!("{}: no .png/.jpg images in this directory", a.display());
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(a.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `edge identify A B DIR ...`: models and gallery loaded once, one result per image; a bad
+/// image is reported in its result and the rest go on.
+fn identify_many(cfg: &Config, out: &Output, args: &[PathBuf]) -> Result<ExitCode> {
+    let paths = expand_images(args)?;
+    let (pipeline, _, gallery) = load_pipeline_and_gallery(cfg)?;
+    let now = now_unix();
+    let mut results = Vec::with_capacity(paths.len());
+    for path in &paths {
+        let name = path.display().to_string();
+        let faces = load_image(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| identify_faces(&pipeline, &gallery, &img, now));
+        let (result, line) = match faces {
+            Ok(faces) if faces.is_empty() => (
+                json!({"image": name, "faces": [], "best": null, "mask_prob": null, "error": "no face found"}),
+                format!("{name}: no face found"),
+            ),
+            Ok(faces) => {
+                let best = best_face(&faces);
+                let more = if faces.len() > 1 {
+                    format!(" ({} faces)", faces.len())
+                } else {
+                    String::new()
+                };
+                let line = format!("{name}: {}{more}", best.map_or(String::new(), face_verdict));
+                let result = json!({
+                    "image": name,
+                    "best": best.and_then(|f| f.identification.as_ref()),
+                    "mask_prob": best.and_then(|f| f.mask_prob),
+                    "faces": faces,
+                    "error": null,
+                });
+                (result, line)
+            }
+            Err(e) => (
+                json!({"image": name, "faces": [], "best": null, "mask_prob": null, "error": format!("{e:#}")}),
+                format!("{name}: error: {e:#}"),
+            ),
+        };
+        if !out.json {
+            outln!("{line}");
+        }
+        results.push(result);
+    }
+    if out.json {
+        outln!("{:#}", Value::Array(results));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The face that answers for an image: an accepted match before any other, then the highest
+/// score; faces the gate rejected only when there is nothing else.
+fn best_face(faces: &[edge::FaceResult]) -> Option<&edge::FaceResult> {
+    let rank = |f: &edge::FaceResult| {
+        f.identification
+            .as_ref()
+            .map(|i| (i.accepted, i.score.unwrap_or(f32::NEG_INFINITY)))
+    };
+    faces
+        .iter()
+        .filter_map(|f| rank(f).map(|r| (f, r)))
+        .max_by(|(_, a), (_, b)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
+        .map(|(f, _)| f)
+        .or_else(|| faces.first())
 }
 
 fn verify(cfg: &Config, out: &Output, a: &Path, b: &Path) -> Result<ExitCode> {
@@ -450,17 +583,20 @@ fn bench(cfg: &Config, path: &Path, sizes: &[usize], runs: usize) -> Result<Exit
     let runs = runs.max(1);
     let image = load_image(path)?;
     let t = Instant::now();
-    let detector = Detector::load(&cfg.detector)?;
-    let det_load = t.elapsed();
-    let t = Instant::now();
     let recognizer = Recognizer::load(&cfg.recognizer, cfg.flip_fusion, cfg.condition)?;
     let rec_load = t.elapsed();
     let t = Instant::now();
+    let detector = Detector::from_kind(&cfg.detector, recognizer.spec())?;
+    let det_load = t.elapsed();
+    let t = Instant::now();
     let mut faces = Vec::new();
     for _ in 0..runs {
-        faces = detector.detect(&image)?;
+        faces = detector
+            .detect(&image)
+            .with_context(|| format!("{}", path.display()))?;
     }
     let det = t.elapsed() / runs as u32;
+    let detector_name = detector.describe();
     let Some(face) = faces.first() else {
         bail!("{}: no face found", path.display())
     };
@@ -540,8 +676,8 @@ fn bench(cfg: &Config, path: &Path, sizes: &[usize], runs: usize) -> Result<Exit
     outln!("| stage | ms |");
     outln!("|---|---|");
     outln!(
-        "| load detector (input {}) | {:.1} |",
-        cfg.detector.input_size,
+        "| load detector ({}) | {:.1} |",
+        detector_name,
         ms(det_load)
     );
     outln!("| load recogniser | {:.1} |", ms(rec_load));
@@ -612,16 +748,6 @@ fn utc_date(unix: u64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_date_known_days() {
-        assert_eq!(super::utc_date(0), "1970-01-01 00:00 UTC");
-        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(super::utc_date(1_795_512_300), "2026-11-24 09:25 UTC");
-    }
-}
-
 /// `n` random one-template people (each row is then mean + template: 2 rows per person).
 fn synthetic_gallery(model_id: &str, dim: usize, n: usize) -> shared::Gallery {
     use rand::{Rng, SeedableRng};
@@ -646,4 +772,14 @@ fn synthetic_gallery(model_id: &str, dim: usize, n: usize) -> shared::Gallery {
         }
     }
     g
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_date_known_days() {
+        assert_eq!(super::utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(super::utc_date(1_795_512_300), "2026-11-24 09:25 UTC");
+    }
 }

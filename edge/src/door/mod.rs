@@ -6,6 +6,7 @@
 //! - [`config`]: the `[door]` section of `edge.toml`.
 //! - [`enroll_guide`]: live-enrollment guidance and the admin PIN check (pure functions).
 //! - `gpio` (feature `gpio`): the pins from a Linux GPIO character device.
+//! - [`simulated`]: in-memory pins for `edge run --dry-run`.
 
 pub mod config;
 pub mod controller;
@@ -14,6 +15,7 @@ pub mod enroll_guide;
 pub mod gpio;
 pub mod policy;
 pub mod relay;
+pub mod simulated;
 
 pub use config::{ActiveLevel, DoorConfig, InputConfig, PolicyConfig, RelayConfig};
 pub use controller::{DoorController, DoorError, DoorParts, NoPin};
@@ -21,7 +23,7 @@ pub use policy::AccessPolicy;
 pub use relay::{DoorRelay, RelayError};
 
 use serde::{Serialize, Serializer};
-use shared::PersonId;
+use shared::{Condition, PersonId};
 
 /// Who a face was matched to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,6 +47,8 @@ pub struct Observation {
     /// Cosine similarity to `person` (or the best candidate); 0 when the gallery is empty.
     pub score: f32,
     pub accepted: bool,
+    /// Masked or unmasked, when the recogniser said (it chose the threshold by it).
+    pub condition: Option<Condition>,
 }
 
 impl Observation {
@@ -54,6 +58,7 @@ impl Observation {
             person: Some(person),
             score,
             accepted: true,
+            condition: None,
         }
     }
 
@@ -63,7 +68,14 @@ impl Observation {
             person: best,
             score,
             accepted: false,
+            condition: None,
         }
+    }
+
+    /// The same observation, judged under `condition`.
+    pub fn with_condition(mut self, condition: Option<Condition>) -> Self {
+        self.condition = condition;
+        self
     }
 }
 
@@ -84,6 +96,9 @@ pub enum DoorEvent {
         person: PersonRef,
         score: f32,
         frames: u32,
+        /// The condition of the best-scoring frame, when the recogniser reported one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        condition: Option<Condition>,
     },
     /// An unknown face held for enough frames; `lockout_for_ms` is set when this started a lockout.
     Denied {

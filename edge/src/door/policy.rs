@@ -12,7 +12,7 @@
 //!   refused; the exit button still works).
 
 use super::{DoorEvent, Observation, PersonRef, PolicyConfig, RefusalReason};
-use shared::PersonId;
+use shared::{Condition, PersonId};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ struct Track {
     hits: VecDeque<Duration>,
     person: Option<PersonRef>,
     best_score: f32,
+    /// Condition of the best-scoring frame.
+    condition: Option<Condition>,
 }
 
 /// Access decisions over a stream of frames. See the module docs for the rules.
@@ -74,7 +76,7 @@ impl AccessPolicy {
             self.lockout_until = None;
         }
 
-        let (subject, person, score) = frame_subject(faces)?;
+        let (subject, person, score, condition) = frame_subject(faces)?;
         if let Some(entry) = self.latched.iter_mut().find(|(s, _)| *s == subject) {
             entry.1 = at;
             return None;
@@ -88,6 +90,7 @@ impl AccessPolicy {
                 hits: VecDeque::new(),
                 person: None,
                 best_score: f32::NEG_INFINITY,
+                condition: None,
             }),
         };
         track.hits.push_back(at);
@@ -101,6 +104,7 @@ impl AccessPolicy {
         if score > track.best_score {
             track.best_score = score;
             track.person = person;
+            track.condition = condition;
         }
         let frames = track.hits.len() as u32;
         if frames < self.cfg.agree_frames {
@@ -108,6 +112,7 @@ impl AccessPolicy {
         }
         let best_score = track.best_score;
         let best_person = track.person.clone();
+        let best_condition = track.condition;
 
         match subject {
             Subject::Known(_) => {
@@ -134,6 +139,7 @@ impl AccessPolicy {
                     person,
                     score: best_score,
                     frames,
+                    condition: best_condition,
                 })
             }
             Subject::Unknown => {
@@ -170,21 +176,25 @@ impl AccessPolicy {
     }
 }
 
+/// What one frame votes for: subject, best candidate, score, condition.
+type FrameVote = (Subject, Option<PersonRef>, f32, Option<Condition>);
+
 /// The one subject a frame votes for: the best accepted match, else an unknown face, else none.
-fn frame_subject(faces: &[Observation]) -> Option<(Subject, Option<PersonRef>, f32)> {
+fn frame_subject(faces: &[Observation]) -> Option<FrameVote> {
     let best_known = faces
         .iter()
         .filter(|o| o.accepted)
-        .filter_map(|o| o.person.as_ref().map(|p| (p, o.score)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
-    if let Some((p, score)) = best_known {
-        return Some((Subject::Known(p.id), Some(p.clone()), score));
+        .filter_map(|o| o.person.as_ref().map(|p| (p, o)))
+        .max_by(|a, b| a.1.score.total_cmp(&b.1.score));
+    if let Some((p, o)) = best_known {
+        return Some((Subject::Known(p.id), Some(p.clone()), o.score, o.condition));
     }
     let best_unknown = faces.iter().max_by(|a, b| a.score.total_cmp(&b.score))?;
     Some((
         Subject::Unknown,
         best_unknown.person.clone(),
         best_unknown.score,
+        best_unknown.condition,
     ))
 }
 

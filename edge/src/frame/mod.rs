@@ -165,6 +165,12 @@ impl CameraConfig {
         Ok(())
     }
 
+    /// A directory or recording replayed as fast as it is read: every frame is decided in
+    /// order on the recording's clock ([`crate::replay`]) instead of live.
+    pub fn is_lockstep_replay(&self) -> bool {
+        matches!(self.source, SourceKind::Dir | SourceKind::Recorded) && !self.realtime
+    }
+
     /// Time between frames at the configured rate.
     pub fn frame_interval(&self) -> Duration {
         Duration::from_secs_f64(1.0 / f64::from(self.fps.max(1)))

@@ -1,0 +1,121 @@
+//! Lockstep replay: every frame of an image directory or recording decided in order, on the
+//! recording's own clock.
+//!
+//! The live daemon ([`crate::daemon::run`]) drops frames a slow recogniser cannot keep up with
+//! and stamps them with the wall clock: right for a camera, wrong for a replay, whose point is
+//! to see what the door does with each frame. Here one thread reads a frame, recognises it,
+//! lets the door's time pass up to the frame's timestamp (relock, inputs) and decides. Nothing
+//! is dropped, so the same frames give the same decisions on any machine, however slow.
+
+use crate::audit::AuditLog;
+use crate::daemon::{
+    started, DaemonError, DaemonReport, DoorObserver, EventStamp, FaceRecognizer, Shutdown, Sink,
+};
+use crate::door::{DoorController, DoorParts};
+use crate::frame::{FrameError, FrameSource};
+use embedded_hal::digital::{InputPin, OutputPin};
+use std::time::Duration;
+
+/// Decide on every frame of the source `open_source` gives, until it ends, `shutdown` is
+/// requested or a fatal error; the door is locked in every case and its pins handed back.
+pub fn replay<R, C, B, S, F, Rec>(
+    open_source: F,
+    mut recognizer: Rec,
+    mut door: DoorController<R, C, B>,
+    audit: &mut AuditLog,
+    shutdown: &Shutdown,
+    observer: &mut dyn DoorObserver,
+) -> (DoorParts<R, C, B>, Result<DaemonReport, DaemonError>)
+where
+    R: OutputPin,
+    C: InputPin,
+    B: InputPin,
+    S: FrameSource,
+    F: FnOnce() -> Result<S, FrameError>,
+    Rec: FaceRecognizer,
+{
+    let mut report = DaemonReport::default();
+    let mut sink = Sink {
+        audit,
+        report: &mut report,
+        observer,
+    };
+    let outcome = replay_loop(open_source, &mut recognizer, &mut door, &mut sink, shutdown);
+    let (parts, locked) = door.release();
+    let result = match (outcome, locked) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(DaemonError::Door(e)),
+        (Ok(()), Ok(())) => Ok(report),
+    };
+    (parts, result)
+}
+
+fn replay_loop<R, C, B, S, F, Rec>(
+    open_source: F,
+    recognizer: &mut Rec,
+    door: &mut DoorController<R, C, B>,
+    sink: &mut Sink,
+    shutdown: &Shutdown,
+) -> Result<(), DaemonError>
+where
+    R: OutputPin,
+    C: InputPin,
+    B: InputPin,
+    S: FrameSource,
+    F: FnOnce() -> Result<S, FrameError>,
+    Rec: FaceRecognizer,
+{
+    let at = |at: Duration| EventStamp { at, frame: None };
+    sink.record(door, at(Duration::ZERO), started())?;
+    let mut source = match open_source() {
+        Ok(s) => s,
+        Err(e) => return Err(sink.fault(door, at(Duration::ZERO), e.into())),
+    };
+    tracing::info!("replaying {} in lockstep", source.describe());
+    let mut now = Duration::ZERO;
+    let reason = loop {
+        if shutdown.is_requested() {
+            break "signal";
+        }
+        let frame = match source.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break "end of stream",
+            Err(e) if e.is_fatal() => return Err(sink.fault(door, at(now), e.into())),
+            Err(e) => {
+                sink.report.bad_frames += 1;
+                tracing::warn!("skipping: {e}");
+                continue;
+            }
+        };
+        sink.report.frames_captured += 1;
+        // A recording's clock never runs backwards for the door.
+        now = now.max(frame.captured_at);
+        match door.tick(now) {
+            Ok(events) => {
+                for e in events {
+                    sink.record(door, at(now), e)?;
+                }
+            }
+            Err(e) => return Err(sink.fault(door, at(now), DaemonError::Door(e))),
+        }
+        let faces = match recognizer.recognize(&frame) {
+            Ok(faces) => faces,
+            Err(e) => {
+                sink.report.recognize_errors += 1;
+                tracing::warn!("frame {}: {e}", frame.seq);
+                continue;
+            }
+        };
+        sink.report.frames_decided += 1;
+        let stamp = EventStamp {
+            at: now,
+            frame: Some(frame.seq),
+        };
+        match door.on_frame(now, &faces) {
+            Ok(Some(e)) => sink.record(door, stamp, e)?,
+            Ok(None) => {}
+            Err(e) => return Err(sink.fault(door, stamp, DaemonError::Door(e))),
+        }
+    };
+    sink.stop(door, at(now), reason.to_string())
+}
