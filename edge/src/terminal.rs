@@ -10,6 +10,7 @@ use crate::door::enroll_guide::EnrollConfig;
 use crate::door::DoorConfig;
 use crate::frame::CameraConfig;
 use serde::de::DeserializeOwned;
+use std::path::Path;
 
 /// `edge.toml` could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,11 @@ pub enum TerminalConfigError {
     Section {
         section: &'static str,
         error: toml::de::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
     },
     #[error("missing section [{0}]")]
     Missing(&'static str),
@@ -51,6 +57,21 @@ impl TerminalConfig {
         cfg.daemon.validate()?;
         Ok(cfg)
     }
+
+    /// Read `path` and resolve relative paths against its directory, as the pipeline's
+    /// sections do: a config means the same thing from any working directory.
+    pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TerminalConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut cfg = Self::from_toml(&text)?;
+        cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
+        cfg.camera.device = base.join(&cfg.camera.device);
+        cfg.audit.path = base.join(&cfg.audit.path);
+        Ok(cfg)
+    }
 }
 
 /// What `edge enroll --camera` needs: `[camera]` and `[enroll]` (no `[door]` required).
@@ -61,6 +82,18 @@ pub struct EnrollSections {
 }
 
 impl EnrollSections {
+    /// Read `path`; a relative camera path is resolved against its directory.
+    pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TerminalConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut cfg = Self::from_toml(&text)?;
+        cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
+        Ok(cfg)
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, TerminalConfigError> {
         let table: toml::Table = text.parse()?;
         let cfg = Self {
@@ -96,6 +129,25 @@ mod tests {
 
     /// The example shipped in the deployment package must parse.
     const PACKAGED: &str = include_str!("../../packaging/edge.toml");
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "[camera]\nsource = \"dir\"\npath = \"frames\"\n\
+             [door.relay]\nchip = \"/dev/gpiochip0\"\nline = 17\nactive = \"high\"\n\
+             [audit]\npath = \"audit.jsonl\"\n",
+        )
+        .unwrap();
+        let cfg = TerminalConfig::load(&path).unwrap();
+        assert_eq!(cfg.camera.path, Some(dir.path().join("frames")));
+        assert_eq!(cfg.audit.path, dir.path().join("audit.jsonl"));
+        assert_eq!(cfg.camera.device, std::path::PathBuf::from("/dev/video0"));
+        let err = TerminalConfig::load(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+    }
 
     #[test]
     fn the_packaged_config_parses() {

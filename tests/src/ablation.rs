@@ -123,7 +123,7 @@ fn run_one(
             .cloned()
             .with_context(|| format!("{}: no {c} row", json.display()))
     };
-    let masked_probe = pick("masked-probe")?;
+    let masked_probe = pick("masked_probe")?;
     let unmasked = pick("unmasked")?;
     Ok(AblationRow {
         variant: v.name.to_string(),
@@ -182,7 +182,7 @@ pub fn reload(root: &Path, index: usize, variant: &str, seed: u64) -> Result<Abl
     let json = root.join(format!("ablation_{index}_seed{seed}/eval/student.json"));
     let rows = parse_eval("student", &json)?;
     let pick = |c: &str| rows.iter().find(|r| r.condition == c).cloned().context("missing row");
-    let (masked_probe, unmasked) = (pick("masked-probe")?, pick("unmasked")?);
+    let (masked_probe, unmasked) = (pick("masked_probe")?, pick("unmasked")?);
     Ok(AblationRow {
         variant: variant.into(),
         seed,

@@ -58,8 +58,8 @@ impl DemoConfig {
             door_strangers: 2,
             enroll_images: 2,
             probes: 1,
-            teacher_steps: 8,
-            student_steps: 8,
+            teacher_steps: 30,
+            student_steps: 30,
             variant: "f16".into(),
         }
     }
@@ -441,7 +441,7 @@ impl Demo<'_> {
         for stale in ["gallery.bin", "gallery.key", "audit.jsonl"] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let pubkey = self.layout.root.join("keys/demo.key.pub");
+        let pubkey = self.layout.root.join("keys/demo.pub");
         let text = format!(
             r#"# Written by the maskgate demo: the door terminal on synthetic aligned crops.
 [model]

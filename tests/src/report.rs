@@ -20,7 +20,7 @@ pub fn results_table(r: &DemoResults) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "| stage | measure | teacher | student |");
     let _ = writeln!(t, "|---|---|---|---|");
-    for cond in ["unmasked", "masked-probe"] {
+    for cond in ["unmasked", "masked_probe"] {
         let (a, b) = (row(&r.eval, "teacher", cond), row(&r.eval, "student", cond));
         let acc = |x: Option<&EvalRow>| x.map_or("n/a".into(), |x| pct(x.accuracy));
         let tar = |x: Option<&EvalRow>| x.map_or("n/a".into(), |x| pct(x.tar_at_1e3));

@@ -62,9 +62,7 @@ pub fn admin(cmd: AdminCommand) -> Result<ExitCode> {
 /// source. With `dry_run` the door is simulated ([`edge::door::simulated`]) and a report of
 /// the door's events and relay transitions is printed.
 pub fn run(config: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
-    let text =
-        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let terminal = edge::terminal::TerminalConfig::from_toml(&text)
+    let terminal = edge::terminal::TerminalConfig::load(config)
         .with_context(|| format!("{}", config.display()))?;
     let cfg = edge::Config::load(config)?;
     let pipeline = Pipeline::load(&cfg).context("loading models")?;

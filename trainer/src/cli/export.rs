@@ -299,7 +299,7 @@ pub fn forms(a: FormsArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// Secret key file (mode 0600); the public key goes to the same name with `.pub`.
+    /// Secret key file (mode 0600); the public key goes beside it with the extension `.pub` (demo.key -> demo.pub).
     #[arg(long)]
     out: PathBuf,
 }
