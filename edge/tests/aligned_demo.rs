@@ -163,6 +163,35 @@ fn aligned_crops_enroll_identify_in_one_batch_and_verify() {
     );
     assert!(lines[5].contains("stranger.png: unknown"), "{}", lines[5]);
 
+    // A face database: one folder per person, walked recursively.
+    let db = d.dir.path().join("db");
+    for (who, crop) in [("obama", "obama_probe"), ("biden", "biden_probe")] {
+        std::fs::create_dir_all(db.join(who)).unwrap();
+        std::fs::copy(d.crop(crop), db.join(who).join("1.png")).unwrap();
+    }
+    let o = edge(&d.cfg, &["--json", "identify", db.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["best"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["biden", "obama"]);
+    let empty = d.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = edge(
+        &d.cfg,
+        &["identify", empty.to_str().unwrap(), &d.crop("stranger")],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a named directory without images is a usage error"
+    );
+    assert!(text(&o).1.contains("no .png/.jpg"), "{:?}", text(&o));
+
     // One image: the single-photo contract (exit 0 accepted / 1 nobody / 2 error).
     let o = edge(&d.cfg, &["identify", &d.crop("stranger")]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
