@@ -389,6 +389,35 @@ path = "{audit}"
     );
     let o = edge(&d.cfg, &["audit", "verify", audit.to_str().unwrap()]);
     assert!(text(&o).0.contains("ok, 10 entries"), "{:?}", text(&o));
+
+    // The same frames as a recording with its own timestamps (20 ms apart): decided on that
+    // clock, so the 500 ms relock never comes before the end, where the door is locked anyway.
+    let index: String = (0..9)
+        .map(|k| format!("{} f{k:03}.png\n", k * 20))
+        .collect();
+    std::fs::write(frames.join("timestamps.txt"), index).unwrap();
+    let text_cfg = std::fs::read_to_string(&d.cfg)
+        .unwrap()
+        .replace("source = \"dir\"", "source = \"recorded\"");
+    std::fs::write(&d.cfg, text_cfg).unwrap();
+    let o = edge(&d.cfg, &["--json", "run", "--dry-run"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(v["stop_reason"], "end of stream", "{v:#}");
+    assert_eq!(v["frames"]["decided"], 9);
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["relay", "started", "relay", "unlocked", "denied", "relay", "stopped"],
+        "{v:#}"
+    );
+    assert_eq!(v["events"][3]["at_ms"], 40);
+    assert_eq!(v["events"][5]["at_ms"], 160, "locked at the stop: {v:#}");
 }
 
 #[test]
