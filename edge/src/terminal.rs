@@ -1,7 +1,9 @@
 //! The door terminal's own sections of `edge.toml`: `[camera]`, `[door]`, `[audit]`, `[daemon]`.
 //!
 //! Read from the whole file so they can sit beside the pipeline's sections; each section
-//! rejects unknown keys and is range-checked.
+//! rejects unknown keys and is range-checked. Relative file paths (`[camera] path`,
+//! `[audit] path`) are resolved against the config file's directory by [`TerminalConfig::load`],
+//! as the pipeline's paths are, so a config works from any working directory.
 
 use crate::audit::AuditConfig;
 use crate::daemon::DaemonConfig;
@@ -10,6 +12,7 @@ use crate::door::enroll_guide::EnrollConfig;
 use crate::door::DoorConfig;
 use crate::frame::CameraConfig;
 use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
 
 /// `edge.toml` could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,11 @@ pub enum TerminalConfigError {
     },
     #[error("missing section [{0}]")]
     Missing(&'static str),
+    #[error("{}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
 }
@@ -53,6 +61,21 @@ impl TerminalConfig {
     }
 }
 
+impl TerminalConfig {
+    /// Read and check `path`; relative paths in it are taken from its directory.
+    pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| TerminalConfigError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let mut cfg = Self::from_toml(&text)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
+        cfg.audit.path = base.join(&cfg.audit.path);
+        Ok(cfg)
+    }
+}
+
 /// What `edge enroll --camera` needs: `[camera]` and `[enroll]` (no `[door]` required).
 #[derive(Debug, Clone)]
 pub struct EnrollSections {
@@ -69,6 +92,20 @@ impl EnrollSections {
         };
         cfg.camera.validate()?;
         cfg.enroll.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl EnrollSections {
+    /// Read and check `path`; a relative `[camera] path` is taken from its directory.
+    pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| TerminalConfigError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let mut cfg = Self::from_toml(&text)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
         Ok(cfg)
     }
 }
@@ -144,5 +181,31 @@ mod tests {
     fn other_sections_are_ignored() {
         let text = format!("[pipeline]\nanything = 1\n{PACKAGED}");
         TerminalConfig::from_toml(&text).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        let text = PACKAGED
+            .replace("/var/lib/maskgate/audit.jsonl", "audit.jsonl")
+            .replacen("[camera]", "[camera]\npath = \"frames\"", 1);
+        std::fs::write(&path, text).unwrap();
+        let cfg = TerminalConfig::load(&path).unwrap();
+        assert_eq!(cfg.audit.path, dir.path().join("audit.jsonl"));
+        assert_eq!(cfg.camera.path, Some(dir.path().join("frames")));
+        let enroll = EnrollSections::load(&path).unwrap();
+        assert_eq!(enroll.camera.path, Some(dir.path().join("frames")));
+        // Absolute paths stay as written; a missing file is named.
+        std::fs::write(&path, PACKAGED).unwrap();
+        let cfg = TerminalConfig::load(&path).unwrap();
+        assert_eq!(
+            cfg.audit.path,
+            PathBuf::from("/var/lib/maskgate/audit.jsonl")
+        );
+        let err = TerminalConfig::load(&dir.path().join("nope.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.toml"), "{err}");
     }
 }

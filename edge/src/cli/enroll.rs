@@ -31,10 +31,8 @@ pub fn enroll_camera(cfg: &Config, out: &Output, req: CameraEnroll) -> Result<Ex
             path.display()
         );
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let sections =
-        EnrollSections::from_toml(&text).with_context(|| format!("{}", path.display()))?;
+        EnrollSections::load(path).map_err(|e| super::door::named_config_error(path, e))?;
     let mut enroll = sections.enroll;
     if let Some(k) = req.frames {
         enroll.frames = k;
