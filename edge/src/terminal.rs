@@ -1,7 +1,9 @@
 //! The door terminal's own sections of `edge.toml`: `[camera]`, `[door]`, `[audit]`, `[daemon]`.
 //!
 //! Read from the whole file so they can sit beside the pipeline's sections; each section
-//! rejects unknown keys and is range-checked.
+//! rejects unknown keys and is range-checked. Relative file paths (`[camera] path`,
+//! `[audit] path`) are resolved against the config file's directory by [`TerminalConfig::load`],
+//! as the pipeline's paths are, so a config works from any working directory.
 
 use crate::audit::AuditConfig;
 use crate::daemon::DaemonConfig;
@@ -10,7 +12,7 @@ use crate::door::enroll_guide::EnrollConfig;
 use crate::door::DoorConfig;
 use crate::frame::CameraConfig;
 use serde::de::DeserializeOwned;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `edge.toml` could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -22,13 +24,13 @@ pub enum TerminalConfigError {
         section: &'static str,
         error: toml::de::Error,
     },
-    #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("missing section [{0}]")]
     Missing(&'static str),
+    #[error("{}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
 }
@@ -57,18 +59,18 @@ impl TerminalConfig {
         cfg.daemon.validate()?;
         Ok(cfg)
     }
+}
 
-    /// Read `path` and resolve relative paths against its directory, as the pipeline's
-    /// sections do: a config means the same thing from any working directory.
+impl TerminalConfig {
+    /// Read and check `path`; relative paths in it are taken from its directory.
     pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TerminalConfigError::Io {
-            path: path.display().to_string(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|error| TerminalConfigError::Io {
+            path: path.to_path_buf(),
+            error,
         })?;
-        let base = path.parent().unwrap_or(Path::new(""));
         let mut cfg = Self::from_toml(&text)?;
+        let base = path.parent().unwrap_or(Path::new(""));
         cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
-        cfg.camera.device = base.join(&cfg.camera.device);
         cfg.audit.path = base.join(&cfg.audit.path);
         Ok(cfg)
     }
@@ -82,18 +84,6 @@ pub struct EnrollSections {
 }
 
 impl EnrollSections {
-    /// Read `path`; a relative camera path is resolved against its directory.
-    pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TerminalConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        let mut cfg = Self::from_toml(&text)?;
-        cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
-        Ok(cfg)
-    }
-
     pub fn from_toml(text: &str) -> Result<Self, TerminalConfigError> {
         let table: toml::Table = text.parse()?;
         let cfg = Self {
@@ -102,6 +92,20 @@ impl EnrollSections {
         };
         cfg.camera.validate()?;
         cfg.enroll.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl EnrollSections {
+    /// Read and check `path`; a relative `[camera] path` is taken from its directory.
+    pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| TerminalConfigError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let mut cfg = Self::from_toml(&text)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
         Ok(cfg)
     }
 }
@@ -129,25 +133,6 @@ mod tests {
 
     /// The example shipped in the deployment package must parse.
     const PACKAGED: &str = include_str!("../../packaging/edge.toml");
-
-    #[test]
-    fn relative_paths_are_resolved_against_the_config_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("edge.toml");
-        std::fs::write(
-            &path,
-            "[camera]\nsource = \"dir\"\npath = \"frames\"\n\
-             [door.relay]\nchip = \"/dev/gpiochip0\"\nline = 17\nactive = \"high\"\n\
-             [audit]\npath = \"audit.jsonl\"\n",
-        )
-        .unwrap();
-        let cfg = TerminalConfig::load(&path).unwrap();
-        assert_eq!(cfg.camera.path, Some(dir.path().join("frames")));
-        assert_eq!(cfg.audit.path, dir.path().join("audit.jsonl"));
-        assert_eq!(cfg.camera.device, std::path::PathBuf::from("/dev/video0"));
-        let err = TerminalConfig::load(&dir.path().join("missing.toml")).unwrap_err();
-        assert!(err.to_string().contains("missing.toml"), "{err}");
-    }
 
     #[test]
     fn the_packaged_config_parses() {
@@ -196,5 +181,31 @@ mod tests {
     fn other_sections_are_ignored() {
         let text = format!("[pipeline]\nanything = 1\n{PACKAGED}");
         TerminalConfig::from_toml(&text).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        let text = PACKAGED
+            .replace("/var/lib/maskgate/audit.jsonl", "audit.jsonl")
+            .replacen("[camera]", "[camera]\npath = \"frames\"", 1);
+        std::fs::write(&path, text).unwrap();
+        let cfg = TerminalConfig::load(&path).unwrap();
+        assert_eq!(cfg.audit.path, dir.path().join("audit.jsonl"));
+        assert_eq!(cfg.camera.path, Some(dir.path().join("frames")));
+        let enroll = EnrollSections::load(&path).unwrap();
+        assert_eq!(enroll.camera.path, Some(dir.path().join("frames")));
+        // Absolute paths stay as written; a missing file is named.
+        std::fs::write(&path, PACKAGED).unwrap();
+        let cfg = TerminalConfig::load(&path).unwrap();
+        assert_eq!(
+            cfg.audit.path,
+            PathBuf::from("/var/lib/maskgate/audit.jsonl")
+        );
+        let err = TerminalConfig::load(&dir.path().join("nope.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.toml"), "{err}");
     }
 }

@@ -163,6 +163,35 @@ fn aligned_crops_enroll_identify_in_one_batch_and_verify() {
     );
     assert!(lines[5].contains("stranger.png: unknown"), "{}", lines[5]);
 
+    // A face database: one folder per person, walked recursively.
+    let db = d.dir.path().join("db");
+    for (who, crop) in [("obama", "obama_probe"), ("biden", "biden_probe")] {
+        std::fs::create_dir_all(db.join(who)).unwrap();
+        std::fs::copy(d.crop(crop), db.join(who).join("1.png")).unwrap();
+    }
+    let o = edge(&d.cfg, &["--json", "identify", db.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["best"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["biden", "obama"]);
+    let empty = d.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = edge(
+        &d.cfg,
+        &["identify", empty.to_str().unwrap(), &d.crop("stranger")],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a named directory without images is a usage error"
+    );
+    assert!(text(&o).1.contains("no .png/.jpg"), "{:?}", text(&o));
+
     // One image: the single-photo contract (exit 0 accepted / 1 nobody / 2 error).
     let o = edge(&d.cfg, &["identify", &d.crop("stranger")]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
@@ -277,6 +306,7 @@ fn dry_run_on_a_directory_unlocks_for_a_member_and_denies_a_stranger() {
     );
     assert!(o.status.success(), "{:?}", text(&o));
 
+    // Relative paths are taken from the config's directory, whatever the working directory.
     // 10 fps: obama for 4 frames (unlock on the 3rd), then a stranger for 5 (denied on the 7th
     // frame), the relock 500 ms after the unlock falls on frame 7.
     let frames = d.dir.path().join("frames");
@@ -287,11 +317,10 @@ fn dry_run_on_a_directory_unlocks_for_a_member_and_denies_a_stranger() {
     }
     let audit = d.dir.path().join("audit.jsonl");
     let mut text_cfg = std::fs::read_to_string(&d.cfg).unwrap();
-    text_cfg += &format!(
-        r#"
+    text_cfg += r#"
 [camera]
 source = "dir"
-path = "{frames}"
+path = "frames"
 fps = 10
 
 [door.relay]
@@ -301,11 +330,8 @@ active = "high"
 unlock_ms = 500
 
 [audit]
-path = "{audit}"
-"#,
-        frames = frames.display(),
-        audit = audit.display()
-    );
+path = "audit.jsonl"
+"#;
     std::fs::write(&d.cfg, text_cfg).unwrap();
 
     let o = edge(&d.cfg, &["--json", "run", "--dry-run"]);
@@ -360,6 +386,35 @@ path = "{audit}"
     );
     let o = edge(&d.cfg, &["audit", "verify", audit.to_str().unwrap()]);
     assert!(text(&o).0.contains("ok, 10 entries"), "{:?}", text(&o));
+
+    // The same frames as a recording with its own timestamps (20 ms apart): decided on that
+    // clock, so the 500 ms relock never comes before the end, where the door is locked anyway.
+    let index: String = (0..9)
+        .map(|k| format!("{} f{k:03}.png\n", k * 20))
+        .collect();
+    std::fs::write(frames.join("timestamps.txt"), index).unwrap();
+    let text_cfg = std::fs::read_to_string(&d.cfg)
+        .unwrap()
+        .replace("source = \"dir\"", "source = \"recorded\"");
+    std::fs::write(&d.cfg, text_cfg).unwrap();
+    let o = edge(&d.cfg, &["--json", "run", "--dry-run"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(v["stop_reason"], "end of stream", "{v:#}");
+    assert_eq!(v["frames"]["decided"], 9);
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["relay", "started", "relay", "unlocked", "denied", "relay", "stopped"],
+        "{v:#}"
+    );
+    assert_eq!(v["events"][3]["at_ms"], 40);
+    assert_eq!(v["events"][5]["at_ms"], 160, "locked at the stop: {v:#}");
 }
 
 #[test]

@@ -110,16 +110,27 @@ fn an_enrolled_person_unlocks_exactly_once_per_approach() {
         (ALICE, 40),
         (NO_FACE, 10),
     ]);
-    let (mut parts, report) = daemon::run(
+    let mut stamps = Stamps::default();
+    let (mut parts, report) = daemon::run_observed(
         &daemon_cfg(),
         move || Ok(source),
         ColourCoded,
         door,
         &mut audit,
         &Shutdown::new(),
+        &mut stamps,
     );
     let report = report.unwrap();
     parts.relay.done();
+    // The observer sees what the audit log got, unlocks tied to the frame that decided them.
+    let seen: Vec<_> = stamps.0.iter().map(|s| s.2).collect();
+    assert_eq!(
+        seen,
+        ["started", "unlocked", "relocked", "unlocked", "relocked", "stopped"]
+    );
+    for (_, frame, kind) in &stamps.0 {
+        assert_eq!(frame.is_some(), *kind == "unlocked", "{:?}", stamps.0);
+    }
     assert_eq!(report.count("unlocked"), 2, "{report:?}");
     assert_eq!(report.count("relocked"), 2, "{report:?}");
     assert_eq!(report.count("denied"), 0);

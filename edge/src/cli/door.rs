@@ -62,8 +62,8 @@ pub fn admin(cmd: AdminCommand) -> Result<ExitCode> {
 /// source. With `dry_run` the door is simulated ([`edge::door::simulated`]) and a report of
 /// the door's events and relay transitions is printed.
 pub fn run(config: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
-    let terminal = edge::terminal::TerminalConfig::load(config)
-        .with_context(|| format!("{}", config.display()))?;
+    let terminal =
+        edge::terminal::TerminalConfig::load(config).map_err(|e| named_config_error(config, e))?;
     let cfg = edge::Config::load(config)?;
     let pipeline = Pipeline::load(&cfg).context("loading models")?;
     let store = GalleryStore::from_config(&cfg.gallery)?;
@@ -84,6 +84,14 @@ pub fn run(config: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
         report.count("denied")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A config error, naming the file once (a read error names it already).
+pub fn named_config_error(config: &Path, e: edge::terminal::TerminalConfigError) -> anyhow::Error {
+    match e {
+        e @ edge::terminal::TerminalConfigError::Io { .. } => e.into(),
+        e => anyhow::Error::new(e).context(config.display().to_string()),
+    }
 }
 
 #[cfg(feature = "gpio")]

@@ -31,7 +31,8 @@ pub fn enroll_camera(cfg: &Config, out: &Output, req: CameraEnroll) -> Result<Ex
             path.display()
         );
     }
-    let sections = EnrollSections::load(path).with_context(|| format!("{}", path.display()))?;
+    let sections =
+        EnrollSections::load(path).map_err(|e| super::door::named_config_error(path, e))?;
     let mut enroll = sections.enroll;
     if let Some(k) = req.frames {
         enroll.frames = k;

@@ -87,8 +87,8 @@ pub enum Command {
         #[arg(required_unless_present = "camera")]
         images: Vec<PathBuf>,
     },
-    /// Identify every face in photos against the gallery. Several photos (or a directory of
-    /// .png/.jpg) are answered one result per image, models loaded once.
+    /// Identify every face in photos against the gallery. Several photos (or directories: every
+    /// .png/.jpg under them) are answered one result per image, models loaded once.
     Identify {
         #[arg(required = true)]
         images: Vec<PathBuf>,
@@ -379,21 +379,14 @@ fn face_verdict(f: &edge::FaceResult) -> String {
     }
 }
 
-/// The images named on the command line, directories expanded to their .png/.jpg files in name
-/// order (not recursive).
+/// The images named on the command line, each directory expanded to the .png/.jpg files under
+/// it (sub-directories too, as face databases keep one folder per person), in path order.
 fn expand_images(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for a in args {
         if a.is_dir() {
             let mut found = Vec::new();
-            for entry in std::fs::read_dir(a).with_context(|| format!("listing {}", a.display()))? {
-                let p = entry
-                    .with_context(|| format!("listing {}", a.display()))?
-                    .path();
-                if p.is_file() && edge::frame::dir::is_image(&p) {
-                    found.push(p);
-                }
-            }
+            images_under(a, &mut found)?;
             if found.is_empty() {
                 bail!("{}: no .png/.jpg images in this directory", a.display());
             }
@@ -404,6 +397,20 @@ fn expand_images(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
+}
+
+fn images_under(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let p = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        if p.is_dir() {
+            images_under(&p, found)?;
+        } else if p.is_file() && edge::frame::dir::is_image(&p) {
+            found.push(p);
+        }
+    }
+    Ok(())
 }
 
 /// `edge identify A B DIR ...`: models and gallery loaded once, one result per image; a bad

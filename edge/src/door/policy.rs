@@ -258,6 +258,22 @@ mod tests {
     }
 
     #[test]
+    fn the_unlock_carries_the_condition_of_its_best_frame() {
+        let mut p = AccessPolicy::new(cfg());
+        let masked =
+            |score| [Observation::known(alice(), score).with_condition(Some(Condition::Masked))];
+        let plain = [Observation::known(alice(), 0.6).with_condition(Some(Condition::Unmasked))];
+        assert_eq!(p.observe(ms(0), &plain), None);
+        assert_eq!(p.observe(ms(100), &masked(0.8)), None);
+        match p.observe(ms(200), &masked(0.7)) {
+            Some(DoorEvent::Unlocked {
+                score, condition, ..
+            }) => assert_eq!((score, condition), (0.8, Some(Condition::Masked))),
+            e => panic!("expected an unlock, got {e:?}"),
+        }
+    }
+
+    #[test]
     fn too_few_or_too_spread_frames_do_not_unlock() {
         let mut p = AccessPolicy::new(cfg());
         let a = [Observation::known(alice(), 0.7)];
