@@ -9,7 +9,9 @@ HOST_PACKAGES := -p maskgate-shared -p edge -p trainer -p maskgate-e2e
 CROSS_PACKAGES := -p maskgate-shared -p edge
 OUT ?= out/demo
 
-.PHONY: setup demo test test-host test-aarch64 build-armv7 package test-package fmt clippy
+CARGO_TARGET_DIR_OR_TARGET = $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+
+.PHONY: setup demo ablation test test-host test-aarch64 build-armv7 package test-package fmt clippy
 
 setup:
 	@bash scripts/setup.sh
@@ -17,8 +19,14 @@ setup:
 # The dev profile already builds every dependency at opt-level 3 (Cargo.toml), so the demo
 # shares the test build instead of compiling tract and libtorch bindings a second time.
 demo: setup
-	$(CARGO) build -p trainer -p edge
+	$(CARGO) build -p trainer -p edge -p maskgate-e2e
 	bash scripts/demo.sh "$(OUT)"
+
+# Every ablation row (docs/ABLATION.md) on the demo's data, budget and seeds (~30 min on 2 cores).
+ablation: setup
+	$(CARGO) build -p trainer -p edge -p maskgate-e2e
+	$(CARGO_TARGET_DIR_OR_TARGET)/debug/maskgate-demo ablation --out out/ablation
+	cp out/ablation/ablation.md docs/ABLATION.md
 
 test: setup test-host test-aarch64 build-armv7 test-package
 	@echo "all test stages passed"

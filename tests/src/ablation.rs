@@ -18,22 +18,41 @@ pub struct Variant {
 /// The rows of the issue, in order. HG raises lambda from 100 to 3000 at 60 % of the budget
 /// (the reference switched at epoch 20 of 26, i.e. 77 %; earlier here as the run is short).
 pub fn variants(steps: u64) -> Vec<Variant> {
-    let off = |keys: &[&str]| keys.iter().map(|k| format!("{k}.enabled=false")).collect::<Vec<_>>();
+    let off = |keys: &[&str]| {
+        keys.iter()
+            .map(|k| format!("{k}.enabled=false"))
+            .collect::<Vec<_>>()
+    };
     let mut v = Vec::new();
     let mut none = off(&["kd", "transformer", "uss", "mask_head"]);
     none.push("data.masked_training=false".into());
-    v.push(Variant { name: "no mask augmentation", overrides: none });
+    v.push(Variant {
+        name: "no mask augmentation",
+        overrides: none,
+    });
     v.push(Variant {
         name: "mask augmentation only (lambda = 0)",
         overrides: off(&["kd", "transformer", "uss"]),
     });
-    v.push(Variant { name: "MaskInv LG", overrides: off(&["transformer", "uss"]) });
+    v.push(Variant {
+        name: "MaskInv LG",
+        overrides: off(&["transformer", "uss"]),
+    });
     let mut hg = off(&["transformer", "uss"]);
     hg.push("kd.lambda_high=3000.0".into());
     hg.push(format!("kd.trigger={{ at_step = {} }}", steps * 6 / 10));
-    v.push(Variant { name: "MaskInv HG", overrides: hg });
-    v.push(Variant { name: "MaskInv LG + transformer aux", overrides: off(&["uss"]) });
-    v.push(Variant { name: "MaskInv LG + transformer aux + USS", overrides: vec![] });
+    v.push(Variant {
+        name: "MaskInv HG",
+        overrides: hg,
+    });
+    v.push(Variant {
+        name: "MaskInv LG + transformer aux",
+        overrides: off(&["uss"]),
+    });
+    v.push(Variant {
+        name: "MaskInv LG + transformer aux + USS",
+        overrides: vec![],
+    });
     v
 }
 
@@ -70,8 +89,10 @@ pub fn run(
     }
     let bar = indicatif::ProgressBar::new(tasks.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} trainings")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "[{elapsed_precise}] {bar:30} {pos}/{len} trainings",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let queue = std::sync::Mutex::new(tasks.into_iter());
     let results = std::sync::Mutex::new(Vec::new());
@@ -105,12 +126,20 @@ fn run_one(
     seed: u64,
 ) -> Result<AblationRow> {
     let name = format!("ablation_{index}_seed{seed}");
-    let mut demo = Demo::new(DemoConfig { seed, ..cfg.clone() }, tools, &root.join(&name))?;
+    let mut demo = Demo::new(
+        DemoConfig {
+            seed,
+            ..cfg.clone()
+        },
+        tools,
+        &root.join(&name),
+    )?;
     // Share the data and teacher of the base run.
     demo.layout.data_root = Some(root.join("data"));
-    let mut overrides = vec![
-        format!("kd.teacher_checkpoint={}", crate::demo::toml_str(teacher)),
-    ];
+    let mut overrides = vec![format!(
+        "kd.teacher_checkpoint={}",
+        crate::demo::toml_str(teacher)
+    )];
     overrides.extend(v.overrides.iter().cloned());
     let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
     demo.train("student", STUDENT_RECIPE, cfg.student_steps, &refs)
@@ -162,7 +191,9 @@ pub fn table(rows: &[AblationRow]) -> String {
     let f = |x: (f64, f64), scale: f64| format!("{:.1} ± {:.1}", x.0 * scale, x.1 * scale);
     for name in names {
         let rs: Vec<&AblationRow> = rows.iter().filter(|r| r.variant == name).collect();
-        let col = |g: &dyn Fn(&AblationRow) -> f64| mean_std(&rs.iter().map(|r| g(r)).collect::<Vec<_>>());
+        let col = |g: &dyn Fn(&AblationRow) -> f64| {
+            mean_std(&rs.iter().map(|r| g(r)).collect::<Vec<_>>())
+        };
         let _ = writeln!(
             t,
             "| {name} | {} | {}% | {}% | {}% | {:.3} / {:.3} |",
@@ -181,7 +212,12 @@ pub fn table(rows: &[AblationRow]) -> String {
 pub fn reload(root: &Path, index: usize, variant: &str, seed: u64) -> Result<AblationRow> {
     let json = root.join(format!("ablation_{index}_seed{seed}/eval/student.json"));
     let rows = parse_eval("student", &json)?;
-    let pick = |c: &str| rows.iter().find(|r| r.condition == c).cloned().context("missing row");
+    let pick = |c: &str| {
+        rows.iter()
+            .find(|r| r.condition == c)
+            .cloned()
+            .context("missing row")
+    };
     let (masked_probe, unmasked) = (pick("masked_probe")?, pick("unmasked")?);
     Ok(AblationRow {
         variant: variant.into(),

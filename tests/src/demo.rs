@@ -27,6 +27,9 @@ pub struct DemoConfig {
     pub student_steps: u64,
     /// The quantized variant shipped in the bundle (f32 when it misses its accuracy budget).
     pub variant: String,
+    /// The door's operating point. A FAR can only be certified with about 3/FAR impostor pairs
+    /// (Clopper-Pearson, zero false accepts): the demo's 1000 support 1e-2, not 1e-3.
+    pub selected_far: f64,
 }
 
 impl DemoConfig {
@@ -44,6 +47,7 @@ impl DemoConfig {
             teacher_steps: 250,
             student_steps: 250,
             variant: "f16".into(),
+            selected_far: 1e-2,
         }
     }
 
@@ -61,6 +65,7 @@ impl DemoConfig {
             teacher_steps: 30,
             student_steps: 30,
             variant: "f16".into(),
+            selected_far: 1e-2,
         }
     }
 }
@@ -84,7 +89,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn data(&self) -> PathBuf {
-        self.data_root.clone().unwrap_or_else(|| self.root.join("data"))
+        self.data_root
+            .clone()
+            .unwrap_or_else(|| self.root.join("data"))
     }
     pub fn val_bin(&self) -> PathBuf {
         self.data().join("synth_val.bin")
@@ -135,6 +142,8 @@ pub struct ProbeStats {
     /// Not accepted (below threshold, or no face/quality rejection).
     pub rejected: usize,
     pub errors: usize,
+    /// Probes whose mask probability (the model's mask head) was on the right side of 0.5.
+    pub mask_detected_right: usize,
 }
 
 impl ProbeStats {
@@ -209,8 +218,10 @@ impl<'a> Demo<'a> {
     pub fn with_progress(mut self) -> Self {
         let bar = indicatif::ProgressBar::new(STEPS as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "[{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         self.progress = Some(bar);
         self
@@ -223,7 +234,8 @@ impl<'a> Demo<'a> {
         tracing::info!(step = name, "demo step");
         let t = Instant::now();
         let out = f(self).with_context(|| format!("demo step `{name}`"))?;
-        self.steps.push((name.to_string(), t.elapsed().as_secs_f64()));
+        self.steps
+            .push((name.to_string(), t.elapsed().as_secs_f64()));
         if let Some(b) = &self.progress {
             b.inc(1);
         }
@@ -247,13 +259,33 @@ impl<'a> Demo<'a> {
     /// The whole job.
     pub fn run_all(mut self) -> Result<DemoResults> {
         self.step("synthesise faces", |d| d.prepare_data())?;
-        self.step("train teacher (unmasked)", |d| d.train("teacher", TEACHER_RECIPE, d.cfg.teacher_steps, &[]))?;
+        self.step("train teacher (unmasked)", |d| {
+            d.train("teacher", TEACHER_RECIPE, d.cfg.teacher_steps, &[])
+        })?;
         let teacher = self.layout.checkpoint("teacher");
         let kd = format!("kd.teacher_checkpoint={}", toml_str(&teacher));
-        self.step("train student (MaskInv + transformer aux + USS)", |d| {
-            d.train("student", STUDENT_RECIPE, d.cfg.student_steps, &[kd.as_str()])
+        // Training uses one core; the teacher's evaluation takes the other meanwhile.
+        let (mut teacher_eval, mut cmd) = (None, self.eval_command("teacher")?);
+        let log = self.layout.log();
+        std::thread::scope(|s| -> Result<()> {
+            let eval = s.spawn(|| run_logged(&mut cmd, &log));
+            let trained = self.step("train student (MaskInv + transformer aux + USS)", |d| {
+                d.train(
+                    "student",
+                    STUDENT_RECIPE,
+                    d.cfg.student_steps,
+                    &[kd.as_str()],
+                )
+            });
+            let evaluated = eval
+                .join()
+                .map_err(|_| anyhow::anyhow!("the teacher evaluation thread panicked"))?;
+            trained?;
+            evaluated.context("demo step `evaluate teacher`")?;
+            teacher_eval = Some(parse_eval("teacher", &self.eval_json("teacher"))?);
+            Ok(())
         })?;
-        let mut eval = self.step("evaluate teacher", |d| d.evaluate("teacher"))?;
+        let mut eval = teacher_eval.unwrap_or_default();
         eval.extend(self.step("evaluate student", |d| d.evaluate("student"))?);
         let (quantize_table, variant, model) = self.step("export + quantize", |d| d.export())?;
         let thresholds = self.step("calibrate thresholds", |d| d.calibrate(&model))?;
@@ -315,7 +347,10 @@ impl<'a> Demo<'a> {
         let mut cmd = self.trainer();
         cmd.arg("train").arg("--config").arg(&config);
         let sets = [
-            format!("data.train_rec={}", toml_str(&self.layout.data().join("train.rec"))),
+            format!(
+                "data.train_rec={}",
+                toml_str(&self.layout.data().join("train.rec"))
+            ),
             format!("data.val_bins=[{}]", toml_str(&self.layout.val_bin())),
             format!("run.out_dir={}", toml_str(&self.layout.runs(name))),
             format!("run.steps={steps}"),
@@ -338,8 +373,14 @@ impl<'a> Demo<'a> {
 
     /// `trainer eval` on the synthetic pairs (unmasked, masked probe, masked both).
     pub fn evaluate(&mut self, name: &str) -> Result<Vec<EvalRow>> {
-        let out = self.layout.root.join("eval").join(name);
-        std::fs::create_dir_all(self.layout.root.join("eval"))?;
+        let mut cmd = self.eval_command(name)?;
+        self.run(&mut cmd)?;
+        parse_eval(name, &self.eval_json(name))
+    }
+
+    fn eval_command(&self, name: &str) -> Result<Command> {
+        let dir = self.layout.root.join("eval");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut cmd = self.trainer();
         cmd.arg("eval")
             .arg("--checkpoint")
@@ -347,10 +388,12 @@ impl<'a> Demo<'a> {
             .arg("--bin")
             .arg(self.layout.val_bin())
             .arg("--out")
-            .arg(&out);
-        self.run(&mut cmd)?;
-        let json = out.with_extension("json");
-        parse_eval(name, &json)
+            .arg(dir.join(name));
+        Ok(cmd)
+    }
+
+    fn eval_json(&self, name: &str) -> PathBuf {
+        self.layout.root.join("eval").join(format!("{name}.json"))
     }
 
     /// f32 ONNX (checked against tch in tract) and the quantized variants measured against it.
@@ -398,6 +441,8 @@ impl<'a> Demo<'a> {
             .arg(self.layout.val_bin())
             .arg("--onnx")
             .arg(model)
+            .args(["--far", &format!("{:e},1e-3", self.cfg.selected_far)])
+            .args(["--selected-far", &format!("{:e}", self.cfg.selected_far)])
             .arg("--out")
             .arg(&out);
         self.run(&mut cmd)?;
@@ -541,7 +586,11 @@ path = "audit.jsonl"
     /// `edge --json identify` on every probe (one process); tallies per condition.
     fn identify(&mut self) -> Result<(ProbeStats, ProbeStats, ProbeStats)> {
         let mut probes = Vec::new();
-        for dir in self.door_dirs("person_")?.into_iter().chain(self.door_dirs("stranger_")?) {
+        for dir in self
+            .door_dirs("person_")?
+            .into_iter()
+            .chain(self.door_dirs("stranger_")?)
+        {
             for k in 0..self.cfg.probes {
                 probes.push(dir.join(format!("probe_{k}.png")));
                 probes.push(dir.join(format!("probe_{k}_masked.png")));
@@ -555,8 +604,11 @@ path = "audit.jsonl"
         let results = results
             .as_array()
             .context("`edge --json identify` did not print a list")?;
-        let (mut unmasked, mut masked, mut strangers) =
-            (ProbeStats::default(), ProbeStats::default(), ProbeStats::default());
+        let (mut unmasked, mut masked, mut strangers) = (
+            ProbeStats::default(),
+            ProbeStats::default(),
+            ProbeStats::default(),
+        );
         for r in results {
             let image = PathBuf::from(r["image"].as_str().unwrap_or_default());
             let owner = image.parent().map(file_name).unwrap_or_default();
@@ -572,6 +624,11 @@ path = "audit.jsonl"
             if !r["error"].is_null() {
                 stats.errors += 1;
                 continue;
+            }
+            if let Some(p) = r["mask_prob"].as_f64() {
+                if (p >= 0.5) == is_masked {
+                    stats.mask_detected_right += 1;
+                }
             }
             let best = &r["best"];
             if best["accepted"] == true {
@@ -605,7 +662,11 @@ path = "audit.jsonl"
         std::fs::create_dir_all(&frames)?;
         let mut visitors: Vec<(String, PathBuf)> = Vec::new();
         for (i, dir) in self.door_dirs("person_")?.into_iter().enumerate() {
-            let probe = if i % 2 == 0 { "probe_0_masked.png" } else { "probe_0.png" };
+            let probe = if i % 2 == 0 {
+                "probe_0_masked.png"
+            } else {
+                "probe_0.png"
+            };
             visitors.push((file_name(&dir), dir.join(probe)));
         }
         for dir in self.door_dirs("stranger_")? {
@@ -614,15 +675,20 @@ path = "audit.jsonl"
         let blank = image::RgbImage::from_pixel(112, 112, image::Rgb([128, 128, 128]));
         let mut blank_png = Vec::new();
         blank
-            .write_to(&mut std::io::Cursor::new(&mut blank_png), image::ImageFormat::Png)
+            .write_to(
+                &mut std::io::Cursor::new(&mut blank_png),
+                image::ImageFormat::Png,
+            )
             .context("encoding a blank frame")?;
         // frame index -> visitor index
         let mut owner_of_frame = Vec::new();
         for (v, (_, probe)) in visitors.iter().enumerate() {
-            let bytes = std::fs::read(probe).with_context(|| format!("reading {}", probe.display()))?;
+            let bytes =
+                std::fs::read(probe).with_context(|| format!("reading {}", probe.display()))?;
             for _ in 0..VISITOR_FRAMES {
                 let path = frames.join(format!("{:05}.png", owner_of_frame.len()));
-                std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, &bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 owner_of_frame.push(Some(v));
             }
             for _ in 0..GAP_FRAMES {
@@ -637,12 +703,19 @@ path = "audit.jsonl"
         let doc: Value = serde_json::from_str(&self.run(&mut cmd)?)
             .context("parsing `edge --json run --dry-run` output")?;
         let mut stats = DoorStats {
-            visitors_strangers: visitors.iter().filter(|(n, _)| n.starts_with("stranger_")).count(),
+            visitors_strangers: visitors
+                .iter()
+                .filter(|(n, _)| n.starts_with("stranger_"))
+                .count(),
             ..Default::default()
         };
         stats.visitors_enrolled = visitors.len() - stats.visitors_strangers;
         let mut let_in = vec![false; visitors.len()];
-        for e in doc["events"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for e in doc["events"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             let visitor = e["frame"]
                 .as_u64()
                 .and_then(|f| owner_of_frame.get(f as usize).copied().flatten());
@@ -684,8 +757,10 @@ const STEPS: usize = 13;
 
 /// Rows of a `trainer eval --out X` JSON file (X.json).
 pub fn parse_eval(model: &str, json: &Path) -> Result<Vec<EvalRow>> {
-    let text = std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
-    let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
     let rows = v
         .get("eval")
         .or(Some(&v))
@@ -696,21 +771,31 @@ pub fn parse_eval(model: &str, json: &Path) -> Result<Vec<EvalRow>> {
             let num = |p: &[&str]| -> Result<f64> {
                 let mut x = r;
                 for k in p {
-                    x = x.get(k).with_context(|| format!("{}: row without {}", json.display(), p.join(".")))?;
+                    x = x.get(k).with_context(|| {
+                        format!("{}: row without {}", json.display(), p.join("."))
+                    })?;
                 }
-                x.as_f64().with_context(|| format!("{}: {} is not a number", json.display(), p.join(".")))
+                x.as_f64()
+                    .with_context(|| format!("{}: {} is not a number", json.display(), p.join(".")))
             };
             let pairs = num(&["pairs"])? as u64;
-            let at_1e3 = r
-                .get("tar_at_far")
-                .and_then(Value::as_array)
-                .and_then(|l| {
-                    l.iter().find(|t| t.get("target_far").and_then(Value::as_f64) == Some(1e-3))
-                });
-            let field = |k: &str| at_1e3.and_then(|t| t.get(k)).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let at_1e3 = r.get("tar_at_far").and_then(Value::as_array).and_then(|l| {
+                l.iter()
+                    .find(|t| t.get("target_far").and_then(Value::as_f64) == Some(1e-3))
+            });
+            let field = |k: &str| {
+                at_1e3
+                    .and_then(|t| t.get(k))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(f64::NAN)
+            };
             Ok(EvalRow {
                 model: model.to_string(),
-                condition: r.get("condition").and_then(Value::as_str).unwrap_or("?").to_string(),
+                condition: r
+                    .get("condition")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
                 pairs,
                 accuracy: num(&["accuracy", "mean"])?,
                 accuracy_std: num(&["accuracy", "std"])?,

@@ -75,7 +75,8 @@ pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<String> {
         .append(true)
         .open(log)
         .with_context(|| format!("opening log {}", log.display()))?;
-    writeln!(f, "$ {line}\n{stdout}{stderr}").with_context(|| format!("writing {}", log.display()))?;
+    writeln!(f, "$ {line}\n{stdout}{stderr}")
+        .with_context(|| format!("writing {}", log.display()))?;
     if !output.status.success() {
         let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();

@@ -30,7 +30,10 @@ fn edge_identify(tools: &Tools, config: &Path, image: &Path) -> (Option<i32>, St
         .arg(image)
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -39,7 +42,10 @@ fn trainer_export_bundle_edge_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("demo");
     let cfg = DemoConfig::smoke();
-    let r = Demo::new(cfg.clone(), &tools, &root).unwrap().run_all().unwrap();
+    let r = Demo::new(cfg.clone(), &tools, &root)
+        .unwrap()
+        .run_all()
+        .unwrap();
 
     // The trainer learned something on both conditions (chance is 50 %).
     for cond in ["unmasked", "masked_probe"] {
@@ -48,7 +54,11 @@ fn trainer_export_bundle_edge_end_to_end() {
             .iter()
             .find(|e| e.model == "student" && e.condition == cond)
             .unwrap_or_else(|| panic!("no student {cond} row in {:?}", r.eval));
-        assert!(row.accuracy > 0.55, "student {cond} accuracy {}", row.accuracy);
+        assert!(
+            row.accuracy > 0.55,
+            "student {cond} accuracy {}",
+            row.accuracy
+        );
         assert_eq!(row.pairs, u64::from(cfg.val_pairs));
     }
 
@@ -58,7 +68,10 @@ fn trainer_export_bundle_edge_end_to_end() {
     let bundle = shared::Bundle::open(&r.bundle, &[public]).unwrap();
     let shipped = std::fs::read(&r.shipped_model).unwrap();
     assert_eq!(bundle.model, shipped);
-    assert_eq!(r.shipped_variant, cfg.variant, "f16 stays within its budget");
+    assert_eq!(
+        r.shipped_variant, cfg.variant,
+        "f16 stays within its budget"
+    );
     assert_eq!(r.thresholds.model_id, bundle.manifest.model_sha256);
     assert_eq!(bundle.manifest.thresholds, r.thresholds);
     let (unmasked, masked) = (
@@ -71,16 +84,29 @@ fn trainer_export_bundle_edge_end_to_end() {
     assert_eq!(r.enrolled, cfg.door_people as usize);
     assert_eq!(r.unmasked.probes, (cfg.door_people * cfg.probes) as usize);
     assert_eq!(r.masked.probes, (cfg.door_people * cfg.probes) as usize);
-    assert_eq!(r.strangers.probes, (cfg.door_strangers * cfg.probes * 2) as usize);
+    assert_eq!(
+        r.strangers.probes,
+        (cfg.door_strangers * cfg.probes * 2) as usize
+    );
     assert_eq!(r.unmasked.errors + r.masked.errors + r.strangers.errors, 0);
     assert_eq!(r.strangers.false_accepts, 0, "{:?}", r.strangers);
     let d = &r.door;
     assert_eq!(d.visitors_enrolled, cfg.door_people as usize);
     assert_eq!(d.strangers_let_in, 0);
     assert_eq!(d.unlocked_wrong_person, 0);
-    assert!(d.denials >= d.visitors_strangers, "every stranger is denied: {d:?}");
-    assert_eq!(d.relay_pulses, d.unlocked_right_person, "one relay pulse per unlock: {d:?}");
-    assert!(d.audit.contains(": ok,"), "audit chain verifies: {}", d.audit);
+    assert!(
+        d.denials >= d.visitors_strangers,
+        "every stranger is denied: {d:?}"
+    );
+    assert_eq!(
+        d.relay_pulses, d.unlocked_right_person,
+        "one relay pulse per unlock: {d:?}"
+    );
+    assert!(
+        d.audit.contains(": ok,"),
+        "audit chain verifies: {}",
+        d.audit
+    );
 
     // The report and its plot were written.
     assert!(std::fs::read(&r.roc_png).unwrap().starts_with(b"\x89PNG"));
@@ -106,9 +132,15 @@ fn trainer_export_bundle_edge_end_to_end() {
         &untrusting,
         text.replace(
             "trusted_key_files = [",
-            &format!("trusted_keys = [\"{}\"]\ntrusted_key_files = [", hex(&other.to_bytes()))
+            &format!(
+                "trusted_keys = [\"{}\"]\ntrusted_key_files = [",
+                hex(&other.to_bytes())
+            ),
         )
-        .replace(&format!("{}", root.join("keys/demo.pub").display()), "/nonexistent/none.pub"),
+        .replace(
+            &format!("{}", root.join("keys/demo.pub").display()),
+            "/nonexistent/none.pub",
+        ),
     )
     .unwrap();
     let (code, err) = edge_identify(&tools, &untrusting, &probe);
@@ -126,7 +158,10 @@ fn every_ablation_row_trains_and_evaluates() {
     };
     let rows = ablation::run(&tools, dir.path(), &cfg, &[0], 2).unwrap();
     let names: Vec<&str> = ablation::variants(4).iter().map(|v| v.name).collect();
-    assert_eq!(rows.iter().map(|r| r.variant.as_str()).collect::<Vec<_>>(), names);
+    assert_eq!(
+        rows.iter().map(|r| r.variant.as_str()).collect::<Vec<_>>(),
+        names
+    );
     for r in &rows {
         assert!(r.unmasked.accuracy.is_finite() && r.masked_probe.accuracy.is_finite());
     }

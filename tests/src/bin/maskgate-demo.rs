@@ -73,8 +73,15 @@ fn run(command: Command) -> Result<()> {
     let tools = Tools::locate()?;
     match command {
         Command::Run { out, smoke } => {
-            let cfg = if smoke { DemoConfig::smoke() } else { DemoConfig::full() };
-            eprintln!("maskgate demo: everything goes to {} (log: demo.log)", out.display());
+            let cfg = if smoke {
+                DemoConfig::smoke()
+            } else {
+                DemoConfig::full()
+            };
+            eprintln!(
+                "maskgate demo: everything goes to {} (log: demo.log)",
+                out.display()
+            );
             let results = Demo::new(cfg, &tools, &out)?.with_progress().run_all()?;
             let command = format!(
                 "maskgate-demo run --out {}{}",
