@@ -98,14 +98,14 @@ pub fn run(
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                let Some((i, v, seed)) = queue.lock().map(|mut q| q.next()).ok().flatten() else {
-                    break;
-                };
-                let r = run_one(tools, root, cfg, &teacher, i, &v, seed);
-                bar.inc(1);
-                if let Ok(mut out) = results.lock() {
-                    out.push((i, seed, r));
+            s.spawn(|| {
+                let next = || queue.lock().ok().and_then(|mut q| q.next());
+                while let Some((i, v, seed)) = next() {
+                    let r = run_one(tools, root, cfg, &teacher, i, &v, seed);
+                    bar.inc(1);
+                    if let Ok(mut out) = results.lock() {
+                        out.push((i, seed, r));
+                    }
                 }
             });
         }
