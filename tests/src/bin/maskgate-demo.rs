@@ -33,13 +33,13 @@ enum Command {
         #[arg(long, default_value = "out/ablation")]
         out: PathBuf,
         /// Seeds per row (comma separated).
-        #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+        #[arg(long, value_delimiter = ',', default_value = "0,1")]
         seeds: Vec<u64>,
         /// Student steps per row (the teacher gets the demo's budget).
         #[arg(long)]
         steps: Option<u64>,
         /// Verification pairs (a multiple of 20; >= 2000 so FAR 1e-3 is measured, not extrapolated).
-        #[arg(long, default_value_t = 6000)]
+        #[arg(long, default_value_t = 4000)]
         val_pairs: u32,
         /// Trainings at a time (each uses one libtorch thread).
         #[arg(long, default_value_t = 2)]
