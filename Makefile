@@ -53,10 +53,10 @@ clippy:
 # docs/BENCHMARKS.md: the edge and the trainer next to onnxruntime and PyTorch eager on this
 # machine (about 10 minutes on 2 cores). The reference runtimes live in .venv-bench (full
 # PyTorch, ~5 GB), created on first use here only, never by setup or CI.
-# `make bench BENCH_ARGS=--quick BENCH_OUT=out/bench/BENCHMARKS.md` is a one-minute smoke run.
-BENCH_OUT ?= docs/BENCHMARKS.md
+# `make bench BENCH_ARGS=--quick` is a one-minute smoke run into out/bench/BENCHMARKS.quick.md.
+BENCH_ARGS ?= --out docs/BENCHMARKS.md
 .PHONY: bench
 bench: setup
 	bash scripts/bench/ensure_venv.sh
 	$(CARGO) build -p trainer -p edge -p maskgate-e2e
-	"$${CARGO_TARGET_DIR:-target}/debug/maskgate-bench" --out "$(BENCH_OUT)" $(BENCH_ARGS)
+	"$${CARGO_TARGET_DIR:-target}/debug/maskgate-bench" $(BENCH_ARGS)

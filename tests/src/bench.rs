@@ -22,6 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use table::{Document, Section};
 
+/// The team-kit files the report needs: the real detector, recogniser and photo.
+pub const KIT_FILES: [&str; 3] = [
+    "models/yunet_2023mar.fp32.onnx",
+    "models/sface_2021dec.fp32.onnx",
+    edge_runs::PHOTO,
+];
+
 /// How much to measure. [`Budget::full`] writes the committed report; [`Budget::quick`] runs
 /// every code path with few repetitions, as a smoke check (its figures are noise).
 #[derive(Debug, Clone)]
@@ -215,6 +222,10 @@ impl Bench {
 
     /// Every section, in order, into one document.
     pub fn run_all(mut self) -> Result<Document> {
+        // Fail before minutes of work, not in the middle.
+        for rel in KIT_FILES {
+            self.kit(rel)?;
+        }
         let load_start = load_average();
         self.synthesise()?;
         let mut sections: Vec<Section> = Vec::new();

@@ -11,14 +11,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "maskgate-bench", version, about)]
+#[command(
+    name = "maskgate-bench",
+    version,
+    about = "Measure the edge and the trainer next to onnxruntime and PyTorch eager on this machine; write docs/BENCHMARKS.md"
+)]
 struct Cli {
     /// Few repetitions of every step: a smoke check whose figures are noise.
     #[arg(long)]
     quick: bool,
-    /// The report to write (atomically).
-    #[arg(long, default_value = "docs/BENCHMARKS.md")]
-    out: PathBuf,
+    /// The report to write (atomically); default docs/BENCHMARKS.md, or
+    /// <work>/BENCHMARKS.quick.md with --quick so a smoke run never replaces the real figures.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// A finished `make demo` run whose student is benchmarked (random weights without one).
     #[arg(long, default_value = "out/demo")]
     demo: PathBuf,
@@ -55,6 +60,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let root = workspace_root();
+    let out = cli.out.clone().unwrap_or_else(|| {
+        if cli.quick {
+            cli.work.join("BENCHMARKS.quick.md")
+        } else {
+            PathBuf::from("docs/BENCHMARKS.md")
+        }
+    });
     let tools = Tools::locate()?;
     let py = PythonTools {
         python: cli
@@ -67,7 +79,7 @@ fn run(cli: Cli) -> Result<()> {
     if cli.quick {
         command.push_str(" --quick");
     }
-    command.push_str(&format!(" --out {}", cli.out.display()));
+    command.push_str(&format!(" --out {}", out.display()));
     let opts = BenchOptions {
         demo: cli.demo,
         work: cli.work,
@@ -85,11 +97,11 @@ fn run(cli: Cli) -> Result<()> {
         .with_progress()
         .run_all()?;
     let md = doc.markdown();
-    if let Some(dir) = cli.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    shared::atomic_write(&cli.out, md.as_bytes())
-        .with_context(|| format!("writing {}", cli.out.display()))?;
+    shared::atomic_write(&out, md.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
     for s in &doc.sections {
         println!("## {}\n\n{}", s.title, s.table.markdown());
     }
@@ -97,7 +109,7 @@ fn run(cli: Cli) -> Result<()> {
         "{:.0} s on {}. Report: {}",
         started.elapsed().as_secs_f64(),
         doc.machine,
-        cli.out.display()
+        out.display()
     );
     Ok(())
 }
