@@ -239,8 +239,9 @@ pub fn run(bench: &mut Bench) -> Result<(Section, Vec<Recogniser>)> {
              (onnxruntime: intra_op_num_threads = 1, inter_op_num_threads = 1, sequential), \
              {} warm-up runs, then the median and 90th percentile of {} runs. The last column is \
              how many times longer tract takes (below 1 means tract is faster). Variants come \
-             from `trainer quantize` (f16 weights, int8 weights, int8 weights and activations \
-             as QDQ); `cosine to f32` is the mean cosine between a variant's and the f32 \
+             from `trainer quantize`: f16 (half-size weights, f32 compute), int8-weights \
+             (per-channel int8 weights + DequantizeLinear) and int8 (static QDQ: int8 weights \
+             and calibrated int8 conv inputs); `cosine to f32` is the mean cosine between a variant's and the f32 \
              model's embeddings on verification images, `accuracy change` the change of \
              verification accuracy (only meaningful for trained weights).",
             bench.budget.warmup, bench.budget.runs
