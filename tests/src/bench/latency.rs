@@ -40,6 +40,8 @@ pub struct SideBySide {
     pub ort: Result<Timing, String>,
     pub tract: Result<Timing, String>,
     pub ort_version: Option<String>,
+    /// The model's input and outputs as onnxruntime read them (None when it could not).
+    pub io: Option<ModelIo>,
 }
 
 impl SideBySide {
@@ -175,8 +177,8 @@ pub fn side_by_side(py: &PythonTools, case: &ModelCase, runs: usize, warmup: usi
         ),
         Err(_) => (None, None),
     };
-    let tract = match io {
-        Some(io) => tract_samples(case, &io, runs, warmup).map_err(|e| short(&e)),
+    let tract = match &io {
+        Some(io) => tract_samples(case, io, runs, warmup).map_err(|e| short(&e)),
         None => Err("no input/output names (onnxruntime could not read the model)".into()),
     };
     let stats = |r: Result<Vec<f64>, String>| {
@@ -186,6 +188,7 @@ pub fn side_by_side(py: &PythonTools, case: &ModelCase, runs: usize, warmup: usi
         ort: stats(ort.map(|r| r.ms).map_err(|e| short(&e))),
         tract: stats(tract),
         ort_version,
+        io,
     }
 }
 

@@ -195,11 +195,11 @@ pub fn run(bench: &mut Bench) -> Result<(Section, Vec<Recogniser>)> {
             lo,
             hi,
         };
-        if let Ok(io) = bench.py.ort(&case, 1, 0) {
-            r.input = io.input;
-            r.outputs = io.outputs;
-        }
         let t = side_by_side(&bench.py, &case, bench.budget.runs, bench.budget.warmup);
+        if let Some(io) = &t.io {
+            r.input = io.input.clone();
+            r.outputs = io.outputs.clone();
+        }
         if let Some(v) = &t.ort_version {
             bench.versions.onnxruntime = Some(v.clone());
         }
