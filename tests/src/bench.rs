@@ -226,6 +226,12 @@ impl Bench {
         for rel in KIT_FILES {
             self.kit(rel)?;
         }
+        if !Path::new(door::GNU_TIME).is_file() {
+            bail!(
+                "{} is missing: the memory section needs GNU time (apt-get install time)",
+                door::GNU_TIME
+            );
+        }
         let load_start = load_average();
         self.synthesise()?;
         let mut sections: Vec<Section> = Vec::new();
