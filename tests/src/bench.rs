@@ -301,16 +301,16 @@ impl Bench {
         );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         if let (Some(a), Some(b)) = (load_start, load_end) {
-            let busy = a.max(b) > 0.5 * cores;
+            // Only the load before the run is someone else's; the end includes our own work.
+            let busy = a > 0.5 * cores;
             p.push(format!(
-                "Load average (1 min) at the start {a:.2}, at the end {b:.2}{}",
+                "Load average (1 min) before the run {a:.2} on {cores:.0} cores{} At the end \
+                 {b:.2}, which includes this run's own work.",
                 if busy {
-                    format!(
-                        " on {cores:.0} cores: the machine was NOT idle, so absolute figures are \
-                         pessimistic; ratios are fairer, both sides having shared the same load."
-                    )
+                    ": the machine was NOT idle, so absolute figures are pessimistic; ratios \
+                     are fairer, both sides having shared the same load."
                 } else {
-                    ".".into()
+                    ": the machine was otherwise idle."
                 }
             ));
         }
