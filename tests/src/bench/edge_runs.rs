@@ -195,8 +195,9 @@ pub fn stages(bench: &mut Bench, recognisers: &[Recogniser]) -> Result<(Section,
         title: "Edge stages and end to end: tract (edge) vs onnxruntime (models)".into(),
         about: format!(
             "`edge bench` on the kit photo `{PHOTO}` (853x480, one face) with YuNet at \
-             {DETECTOR_INPUT}x{DETECTOR_INPUT} and each recogniser, flip fusion off: the first \
-             six columns are the edge binary's own stage times in milliseconds (mean of {} \
+             {DETECTOR_INPUT}x{DETECTOR_INPUT} and each recogniser, flip fusion off: the columns \
+             from `detect` to `decision per frame` are the edge binary's own stage times in \
+             milliseconds (mean of {} \
              runs; detect includes resizing and decoding, embed includes preprocessing; the \
              decision per frame is frame -> detect -> quality -> align -> embed -> 1:N over \
              1,001 people -> door policy). The `models only` columns add the median of YuNet \
