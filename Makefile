@@ -57,3 +57,14 @@ fmt:
 
 clippy:
 	$(CARGO) clippy $(HOST_PACKAGES) --all-targets
+
+# docs/BENCHMARKS.md: the edge and the trainer next to onnxruntime and PyTorch eager on this
+# machine (about 10 minutes on 2 cores). The reference runtimes live in .venv-bench (full
+# PyTorch, ~5 GB), created on first use here only, never by setup or CI.
+# `make bench BENCH_ARGS=--quick` is a one-minute smoke run into out/bench/BENCHMARKS.quick.md.
+BENCH_ARGS ?= --out docs/BENCHMARKS.md
+.PHONY: bench
+bench: setup
+	bash scripts/bench/ensure_venv.sh
+	$(CARGO) build -p trainer -p edge -p maskgate-e2e
+	"$${CARGO_TARGET_DIR:-target}/debug/maskgate-bench" $(BENCH_ARGS)

@@ -2,6 +2,7 @@
 //! locating the team kit and the built binaries.
 
 pub mod ablation;
+pub mod bench;
 pub mod demo;
 pub mod report;
 pub mod tools;
