@@ -90,6 +90,20 @@ fn trainer_export_bundle_edge_end_to_end() {
     );
     assert_eq!(r.unmasked.errors + r.masked.errors + r.strangers.errors, 0);
     assert_eq!(r.strangers.false_accepts, 0, "{:?}", r.strangers);
+    // The edge decided with the bundle's calibrated thresholds: judging its reported scores
+    // against the selected operating point gives exactly its own accept decisions.
+    let selected = r
+        .operating_points
+        .iter()
+        .find(|p| p.target_far == r.thresholds.selected_far)
+        .expect("the selected operating point is calibrated");
+    assert_eq!(selected.unmasked_identified, r.unmasked.correct);
+    assert_eq!(selected.masked_identified, r.masked.correct);
+    assert_eq!(selected.strangers_accepted, r.strangers.false_accepts);
+    assert_eq!(
+        selected.wrong_person,
+        r.unmasked.false_accepts + r.masked.false_accepts
+    );
     let d = &r.door;
     assert_eq!(d.visitors_enrolled, cfg.door_people as usize);
     assert_eq!(d.strangers_let_in, 0);
