@@ -475,7 +475,7 @@ impl<'a> Demo<'a> {
             .arg(self.layout.val_bin())
             .arg("--onnx")
             .arg(model)
-            .args(["--far", &format!("{:e},1e-2", self.cfg.selected_far)])
+            .args(["--far", &calibration_fars(self.cfg.selected_far)])
             .args(["--selected-far", &format!("{:e}", self.cfg.selected_far)])
             .arg("--out")
             .arg(&out);
@@ -910,4 +910,26 @@ pub fn parse_eval(model: &str, json: &Path) -> Result<Vec<EvalRow>> {
             })
         })
         .collect()
+}
+
+/// The FAR list handed to `trainer calibrate`: the door's operating point plus FAR 1e-2 for the
+/// report, each once (the trainer refuses two points for the same condition and FAR).
+fn calibration_fars(selected: f64) -> String {
+    let mut fars = vec![selected, 1e-2];
+    fars.dedup();
+    fars.iter()
+        .map(|f| format!("{f:e}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::calibration_fars;
+
+    #[test]
+    fn calibration_asks_for_each_operating_point_once() {
+        assert_eq!(calibration_fars(1e-3), "1e-3,1e-2");
+        assert_eq!(calibration_fars(1e-2), "1e-2");
+    }
 }
