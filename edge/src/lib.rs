@@ -8,7 +8,8 @@
 //! The door: [`frame`] sources -> [`daemon`] (threads, queues, signals) -> [`door`] (policy,
 //! relay and inputs over embedded-hal) with every decision in the hash-chained [`audit`] log;
 //! [`recognizer`] plugs the pipeline into the daemon; [`replay`] decides every frame of a
-//! recording in lockstep; [`terminal`] reads the door's config.
+//! recording in lockstep; [`terminal`] reads the door's config; [`machine`] names the machine
+//! benchmark figures come from.
 
 pub mod align;
 pub mod audit;
@@ -20,6 +21,7 @@ pub mod door;
 pub mod embed;
 pub mod frame;
 pub mod gallery;
+pub mod machine;
 pub mod matcher;
 pub mod model;
 pub mod pipeline;

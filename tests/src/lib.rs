@@ -34,45 +34,16 @@ pub fn kit_file(rel: &str) -> Option<PathBuf> {
     None
 }
 
-/// "CPU model, N cores, os/arch": the machine every figure is recorded with.
-pub fn machine_description() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| matches!(k.trim(), "model name" | "Model" | "Hardware"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(String::new(), |kib| format!(", {:.0} GiB", kib / 1048576.0));
-    format!(
-        "{model}, {cores} cores{mem_gib}, {}/{}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
+/// Logs to stderr at `warn` unless `RUST_LOG` says otherwise: stdout carries the tables.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
-/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
-pub fn utc_date() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = (secs / 86400) as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
+/// The machine and the date figures are recorded with (one definition, in the edge library).
+pub use edge::machine::{description as machine_description, utc_today as utc_date};

@@ -676,8 +676,8 @@ fn bench(cfg: &Config, path: &Path, sizes: &[usize], runs: usize) -> Result<Exit
     let per_frame = per_frame / e2e_frames as u32;
 
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    outln!("machine: {}", machine_description());
-    outln!("date: {}", utc_date(now_unix()));
+    outln!("machine: {}", edge::machine::description());
+    outln!("date: {}", edge::machine::utc_minute(now_unix()));
     outln!("runs: {runs}");
     outln!();
     outln!("| stage | ms |");
@@ -718,43 +718,6 @@ fn bench(cfg: &Config, path: &Path, sizes: &[usize], runs: usize) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// "CPU model, N cores, os/arch" for the bench header.
-fn machine_description() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| matches!(k.trim(), "model name" | "Model" | "Hardware" | "cpu model"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "{model}, {cores} cores, {}/{}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
-}
-
-/// `YYYY-MM-DD HH:MM UTC` from Unix seconds (civil-from-days, proleptic Gregorian).
-fn utc_date(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60
-    )
-}
-
 /// `n` random one-template people (each row is then mean + template: 2 rows per person).
 fn synthetic_gallery(model_id: &str, dim: usize, n: usize) -> shared::Gallery {
     use rand::{Rng, SeedableRng};
@@ -779,14 +742,4 @@ fn synthetic_gallery(model_id: &str, dim: usize, n: usize) -> shared::Gallery {
         }
     }
     g
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_date_known_days() {
-        assert_eq!(super::utc_date(0), "1970-01-01 00:00 UTC");
-        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(super::utc_date(1_795_512_300), "2026-11-24 09:25 UTC");
-    }
 }

@@ -48,13 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    maskgate_e2e::init_logging();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run {
         out: PathBuf::from("out/demo"),
