@@ -347,12 +347,21 @@ where
     report.frames_dropped = counters.dropped.load(Ordering::SeqCst);
     report.bad_frames = counters.bad.load(Ordering::SeqCst);
     report.recognize_errors = counters.recognize_errors.load(Ordering::SeqCst);
-    let result = match (outcome, locked) {
+    (parts, conclude(outcome, locked, report))
+}
+
+/// The result of a run from how it ended and whether the door locked after it: the first error
+/// wins, and a door that would not lock is an error even after a clean stop.
+pub(crate) fn conclude(
+    outcome: Result<(), DaemonError>,
+    locked: Result<(), DoorError>,
+    report: DaemonReport,
+) -> Result<DaemonReport, DaemonError> {
+    match (outcome, locked) {
         (Err(e), _) => Err(e),
         (Ok(()), Err(e)) => Err(DaemonError::Door(e)),
         (Ok(()), Ok(())) => Ok(report),
-    };
-    (parts, result)
+    }
 }
 
 /// Run the terminal the way `[camera]` calls for. A camera, or a replay paced in real time, goes

@@ -9,7 +9,8 @@
 
 use crate::audit::AuditLog;
 use crate::daemon::{
-    started, DaemonError, DaemonReport, DoorObserver, EventStamp, FaceRecognizer, Shutdown, Sink,
+    conclude, started, DaemonError, DaemonReport, DoorObserver, EventStamp, FaceRecognizer,
+    Shutdown, Sink,
 };
 use crate::door::{DoorController, DoorParts};
 use crate::frame::{FrameError, FrameSource};
@@ -42,12 +43,7 @@ where
     };
     let outcome = replay_loop(open_source, &mut recognizer, &mut door, &mut sink, shutdown);
     let (parts, locked) = door.release();
-    let result = match (outcome, locked) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) => Err(DaemonError::Door(e)),
-        (Ok(()), Ok(())) => Ok(report),
-    };
-    (parts, result)
+    (parts, conclude(outcome, locked, report))
 }
 
 fn replay_loop<R, C, B, S, F, Rec>(

@@ -59,17 +59,11 @@ impl TerminalConfig {
         cfg.daemon.validate()?;
         Ok(cfg)
     }
-}
 
-impl TerminalConfig {
     /// Read and check `path`; relative paths in it are taken from its directory.
     pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| TerminalConfigError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let (text, base) = read_config(path)?;
         let mut cfg = Self::from_toml(&text)?;
-        let base = path.parent().unwrap_or(Path::new(""));
         cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
         cfg.audit.path = base.join(&cfg.audit.path);
         Ok(cfg)
@@ -94,20 +88,23 @@ impl EnrollSections {
         cfg.enroll.validate()?;
         Ok(cfg)
     }
-}
 
-impl EnrollSections {
     /// Read and check `path`; a relative `[camera] path` is taken from its directory.
     pub fn load(path: &Path) -> Result<Self, TerminalConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| TerminalConfigError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let (text, base) = read_config(path)?;
         let mut cfg = Self::from_toml(&text)?;
-        let base = path.parent().unwrap_or(Path::new(""));
         cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
         Ok(cfg)
     }
+}
+
+/// The text of the config at `path` and the directory its relative paths are taken from.
+fn read_config(path: &Path) -> Result<(String, &Path), TerminalConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| TerminalConfigError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok((text, path.parent().unwrap_or(Path::new(""))))
 }
 
 fn section<T: DeserializeOwned>(
