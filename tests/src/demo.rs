@@ -81,6 +81,58 @@ pub fn toml_str(p: &Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
 }
 
+/// The edge.toml of a door terminal on synthetic aligned crops (no detector): `model` (a
+/// `[model.*]` table), an encrypted `gallery` beside the config, frames from `frames/`, a
+/// simulated relay for `edge run --dry-run`, and an audit log. The demo and the bench's door
+/// section run the same terminal.
+pub fn door_config_toml(written_by: &str, model: &str, gallery: &str) -> String {
+    format!(
+        r#"# Written by {written_by}: the door terminal on synthetic aligned crops.
+[model]
+flip_fusion = false
+condition = "auto"
+
+{model}
+# The synthetic faces are already aligned 112x112 crops: no detector.
+[detector]
+aligned = true
+
+[gallery]
+path = {gallery}
+key_file = "gallery.key"
+
+[quality]
+min_eye_distance_px = 20.0
+min_sharpness = 5.0
+max_roll_deg = 30.0
+max_yaw_ratio = 0.4
+min_detector_score = 0.7
+
+[camera]
+source = "dir"
+path = "frames"
+fps = 10
+
+[door.relay]
+chip = "/dev/gpiochip0"
+line = 17
+active = "high"
+unlock_ms = 200
+
+[door.policy]
+agree_frames = 3
+agree_window_ms = 1000
+leave_ms = 300
+cooldown_ms = 300
+lockout_after_unknowns = 1000
+
+[audit]
+path = "audit.jsonl"
+"#,
+        gallery = toml::Value::String(gallery.to_string()),
+    )
+}
+
 /// Where everything of one demo run lives.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -521,55 +573,12 @@ impl Demo<'_> {
             let _ = std::fs::remove_file(dir.join(stale));
         }
         let pubkey = self.layout.root.join("keys/demo.pub");
-        let text = format!(
-            r#"# Written by the maskgate demo: the door terminal on synthetic aligned crops.
-[model]
-flip_fusion = false
-condition = "auto"
-
-[model.bundle]
-path = {bundle}
-trusted_key_files = [{pubkey}]
-
-# The synthetic faces are already aligned 112x112 crops: no detector.
-[detector]
-aligned = true
-
-[gallery]
-path = "gallery.bin"
-key_file = "gallery.key"
-
-[quality]
-min_eye_distance_px = 20.0
-min_sharpness = 5.0
-max_roll_deg = 30.0
-max_yaw_ratio = 0.4
-min_detector_score = 0.7
-
-[camera]
-source = "dir"
-path = "frames"
-fps = 10
-
-[door.relay]
-chip = "/dev/gpiochip0"
-line = 17
-active = "high"
-unlock_ms = 200
-
-[door.policy]
-agree_frames = 3
-agree_window_ms = 1000
-leave_ms = 300
-cooldown_ms = 300
-lockout_after_unknowns = 1000
-
-[audit]
-path = "audit.jsonl"
-"#,
-            bundle = toml_str(bundle),
-            pubkey = toml_str(&pubkey),
+        let model = format!(
+            "[model.bundle]\npath = {}\ntrusted_key_files = [{}]\n",
+            toml_str(bundle),
+            toml_str(&pubkey)
         );
+        let text = door_config_toml("the maskgate demo", &model, "gallery.bin");
         let path = dir.join("edge.toml");
         shared::atomic_write(&path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;

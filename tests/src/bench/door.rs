@@ -7,6 +7,8 @@ use super::table::{Section, Table};
 use super::Bench;
 use anyhow::{bail, Context, Result};
 use edge::{GalleryKey, GalleryStore};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,25 +107,7 @@ fn model_section(bench: &Bench, dir: &Path, r: &Recogniser) -> Result<(String, S
             format!("the demo's signed bundle {}", super::shown(&bundle)),
         ));
     }
-    let output = r
-        .outputs
-        .iter()
-        .find(|o| !o.contains("mask"))
-        .with_context(|| format!("{}: no embedding output", r.path.display()))?;
-    let mask_prob = r
-        .outputs
-        .iter()
-        .find(|o| o.contains("mask"))
-        .map(|o| format!("mask_prob_output = {}\n", toml::Value::String(o.clone())))
-        .unwrap_or_default();
-    let text = format!(
-        "[model.onnx]\npath = {}\ninput = {}\noutput = {}\n{mask_prob}layout = \"nchw\"\n\
-         color = \"rgb\"\nmean = [127.5, 127.5, 127.5]\nstd = [127.5, 127.5, 127.5]\n\
-         threshold_unmasked = 0.5\n",
-        toml::Value::String(r.path.display().to_string()),
-        toml::Value::String(r.input.clone()),
-        toml::Value::String(output.clone()),
-    );
+    let text = r.onnx_section(0.5)?;
     Ok((
         text,
         format!("{} with a placeholder threshold (no demo run)", r.label()),
@@ -133,63 +117,11 @@ fn model_section(bench: &Bench, dir: &Path, r: &Recogniser) -> Result<(String, S
 /// The door's edge.toml: `model` (a [model.*] table) on aligned crops, a gallery, frames from
 /// a directory as fast as they are read, a simulated relay, an audit log.
 fn write_config(dir: &Path, model: &str, gallery: &str) -> Result<PathBuf> {
-    let text = format!(
-        r#"# Written by maskgate-bench: the door terminal on synthetic aligned crops.
-[model]
-flip_fusion = false
-condition = "auto"
-
-{model}
-[detector]
-aligned = true
-
-[gallery]
-path = {gallery}
-key_file = "gallery.key"
-
-[quality]
-min_eye_distance_px = 20.0
-min_sharpness = 5.0
-max_roll_deg = 30.0
-max_yaw_ratio = 0.4
-min_detector_score = 0.7
-
-[camera]
-source = "dir"
-path = "frames"
-fps = 10
-
-[door.relay]
-chip = "/dev/gpiochip0"
-line = 17
-active = "high"
-unlock_ms = 200
-
-[door.policy]
-agree_frames = 3
-agree_window_ms = 1000
-leave_ms = 300
-cooldown_ms = 300
-lockout_after_unknowns = 1000
-
-[audit]
-path = "audit.jsonl"
-"#,
-        gallery = toml::Value::String(gallery.to_string()),
-    );
+    let text = crate::demo::door_config_toml("maskgate-bench", model, gallery);
     let path = dir.join(format!("edge-{}.toml", gallery.trim_end_matches(".bin")));
     shared::atomic_write(&path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
-}
-
-/// A small deterministic generator (splitmix64) for the padding embeddings.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Copies the gallery at `from` to `to` (same key) with people added until it holds `total`,
@@ -202,12 +134,10 @@ pub fn pad_gallery(from: &Path, to: &Path, key: &Path, total: usize) -> Result<u
         .with_context(|| format!("opening {}", from.display()))?
         .with_context(|| format!("{} does not exist", from.display()))?;
     let dim = g.embedding_dim as usize;
-    let mut state = 0x6d61_736b_6761_7465u64;
+    let mut rng = StdRng::seed_from_u64(0x6d61_736b_6761_7465);
     let mut i = 0u64;
     while g.people.len() < total {
-        let v: Vec<f32> = (0..dim)
-            .map(|_| (splitmix(&mut state) >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
-            .collect();
+        let v: Vec<f32> = (0..dim).map(|_| rng.gen_range(-0.5f32..0.5)).collect();
         let embedding =
             shared::Embedding::normalize(&v).context("normalising a padding embedding")?;
         let t = shared::Template {

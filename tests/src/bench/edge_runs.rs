@@ -17,55 +17,19 @@ pub const DETECTOR_INPUT: usize = 320;
 /// The kit photo every stage is timed on (one frontal face, 853x480).
 pub const PHOTO: &str = "faces/real-small/obama/obama-480p.jpg";
 
-/// A TOML string literal.
-fn toml_str(p: &Path) -> String {
-    toml::Value::String(p.display().to_string()).to_string()
-}
-
 /// An edge.toml for `r` behind YuNet (flip fusion off: one recogniser run per face), with its
 /// own gallery in `dir`.
 pub fn write_config(dir: &Path, r: &Recogniser, yunet: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (mean, std, threshold) = if r.maskgate {
-        ("127.5", "127.5", "0.3")
-    } else {
-        ("0.0", "1.0", "0.363")
-    };
-    let mask_prob = r
-        .outputs
-        .iter()
-        .find(|o| o.contains("mask"))
-        .map(|o| format!("mask_prob_output = {}\n", toml::Value::String(o.clone())))
-        .unwrap_or_default();
-    let output = r
-        .outputs
-        .iter()
-        .find(|o| !o.contains("mask"))
-        .with_context(|| {
-            format!(
-                "{}: no embedding output among {:?}",
-                r.path.display(),
-                r.outputs
-            )
-        })?;
+    let threshold = if r.maskgate { 0.3 } else { 0.363 };
+    let model = r.onnx_section(threshold)?;
     let text = format!(
         r#"# Written by maskgate-bench: {label} behind YuNet, for `edge bench`.
 [model]
 flip_fusion = false
 condition = "auto"
 
-[model.onnx]
-path = {path}
-input = {input}
-output = {output}
-{mask_prob}width = 112
-height = 112
-layout = "nchw"
-color = "rgb"
-mean = [{mean}, {mean}, {mean}]
-std = [{std}, {std}, {std}]
-threshold_unmasked = {threshold}
-
+{model}
 [detector]
 path = {yunet}
 input_size = {DETECTOR_INPUT}
@@ -78,10 +42,7 @@ path = "gallery.bin"
 key_file = "gallery.key"
 "#,
         label = r.label(),
-        path = toml_str(&r.path),
-        input = toml::Value::String(r.input.clone()),
-        output = toml::Value::String(output.clone()),
-        yunet = toml_str(yunet),
+        yunet = crate::demo::toml_str(yunet),
     );
     let path = dir.join("edge.toml");
     shared::atomic_write(&path, text.as_bytes())

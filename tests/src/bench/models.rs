@@ -36,6 +36,50 @@ impl Recogniser {
     pub fn label(&self) -> String {
         format!("{} {}", self.family, self.variant)
     }
+
+    /// The `[model.onnx]` table of an edge.toml for this file: its input and outputs as
+    /// onnxruntime named them, the preprocessing of its family, and `threshold`.
+    pub fn onnx_section(&self, threshold: f32) -> Result<String> {
+        let (mean, std) = if self.maskgate {
+            (127.5, 127.5)
+        } else {
+            (0.0, 1.0)
+        };
+        let output = self
+            .outputs
+            .iter()
+            .find(|o| !o.contains("mask"))
+            .with_context(|| {
+                format!(
+                    "{}: no embedding output among {:?}",
+                    self.path.display(),
+                    self.outputs
+                )
+            })?;
+        let mask_prob = self
+            .outputs
+            .iter()
+            .find(|o| o.contains("mask"))
+            .map(|o| format!("mask_prob_output = {}\n", toml::Value::String(o.clone())))
+            .unwrap_or_default();
+        Ok(format!(
+            r#"[model.onnx]
+path = {path}
+input = {input}
+output = {output}
+{mask_prob}width = 112
+height = 112
+layout = "nchw"
+color = "rgb"
+mean = [{mean:?}, {mean:?}, {mean:?}]
+std = [{std:?}, {std:?}, {std:?}]
+threshold_unmasked = {threshold:?}
+"#,
+            path = crate::demo::toml_str(&self.path),
+            input = toml::Value::String(self.input.clone()),
+            output = toml::Value::String(output.clone()),
+        ))
+    }
 }
 
 /// `trainer quantize` into `out_dir`, with budgets wide open so every variant is written (the
