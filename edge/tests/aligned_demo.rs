@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn edge(cfg: &Path, args: &[&str]) -> Output {
-    common::command_for(Path::new(env!("CARGO_BIN_EXE_edge")))
+    common::edge_command()
         .arg("--config")
         .arg(cfg)
         .args(args)
@@ -18,12 +18,7 @@ fn edge(cfg: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::output_text as text;
 
 /// The kit config with `[detector] aligned = true` instead of the YuNet file.
 fn aligned_config(yunet_config: &str) -> String {

@@ -6,18 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn edge(args: &[&str]) -> Output {
-    common::command_for(Path::new(env!("CARGO_BIN_EXE_edge")))
-        .args(args)
-        .output()
-        .unwrap()
+    common::edge_command().args(args).output().unwrap()
 }
 
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::output_text as text;
 
 #[test]
 fn check_and_config_errors() {

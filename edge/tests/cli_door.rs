@@ -1,25 +1,14 @@
 //! The door commands as an operator runs them: `edge audit verify`, `edge run` config errors.
 
+mod common;
+
 use edge::audit::AuditLog;
 use edge::door::DoorEvent;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-/// Run the built `edge`. In cross test runs (`make test-aarch64`) the binary is for the target,
-/// so `EDGE_TEST_RUNNER` (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`) runs it.
 fn edge(args: &[&str]) -> Output {
-    let bin = env!("CARGO_BIN_EXE_edge");
-    let runner = std::env::var("EDGE_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut cmd = match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    cmd.args(args).output().unwrap()
+    common::edge_command().args(args).output().unwrap()
 }
 
 fn text(out: &Output) -> String {

@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
 
 struct Door {
@@ -48,7 +48,7 @@ fn fill_camera(d: &Door, person: &str, photos: &[&str]) -> Option<()> {
 }
 
 fn edge(d: &Door, args: &[&str], stdin: &str) -> Output {
-    let mut child = common::command_for(Path::new(env!("CARGO_BIN_EXE_edge")))
+    let mut child = common::edge_command()
         .arg("--config")
         .arg(&d.cfg)
         .args(args)
@@ -66,12 +66,7 @@ fn edge(d: &Door, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::output_text as text;
 
 const OBAMA: &[&str] = &["obama", "obama1", "obama2"];
 
@@ -198,7 +193,7 @@ fn a_camera_without_usable_faces_gives_up_clearly() {
     let text_cfg =
         std::fs::read_to_string(&d.cfg).unwrap() + "[enroll]\nframes = 2\nmax_frames = 2\n";
     std::fs::write(&budget, text_cfg).unwrap();
-    let o = common::command_for(Path::new(env!("CARGO_BIN_EXE_edge")))
+    let o = common::edge_command()
         .arg("--config")
         .arg(&budget)
         .args(["enroll", "--camera", "--name", "Nobody"])

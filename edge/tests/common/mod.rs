@@ -58,6 +58,19 @@ key_file = "{key}"
 /// it, under qemu-user without binfmt_misc the kernel cannot exec a foreign binary directly
 /// (ENOEXEC) and the child goes through the same emulator. (With binfmt_misc but no `-L`, the
 /// exec "works" and then fails to find the target's dynamic loader: hence the runner first.)
+/// The built `edge` binary, through `EDGE_TEST_RUNNER` in cross test runs.
+pub fn edge_command() -> std::process::Command {
+    command_for(Path::new(env!("CARGO_BIN_EXE_edge")))
+}
+
+/// stdout and stderr of a finished command, as text.
+pub fn output_text(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 pub fn command_for(exe: &Path) -> std::process::Command {
     let runner = std::env::var("EDGE_TEST_RUNNER").unwrap_or_default();
     let mut words = runner.split_whitespace();
