@@ -172,8 +172,8 @@ impl PreprocessSpec {
         for (x, y, px) in crop.enumerate_pixels() {
             let sx = if flip { w - 1 - x as usize } else { x as usize };
             let y = y as usize;
-            for c in 0..3 {
-                let v = (px.0[order[c]] as f32 - self.mean[c]) / self.std[c];
+            for (c, &channel) in order.iter().enumerate() {
+                let v = (px.0[channel] as f32 - self.mean[c]) / self.std[c];
                 let idx = match self.layout {
                     Layout::Nchw => c * w * h + y * w + sx,
                     Layout::Nhwc => (y * w + sx) * 3 + c,
