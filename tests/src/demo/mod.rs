@@ -2,6 +2,15 @@
 //! export + quantization -> calibration -> signed bundle -> edge enrollment, identification and
 //! door decisions through a simulated relay. Every step is a `trainer`/`edge` command line.
 
+mod edge_config;
+mod layout;
+mod results;
+
+pub use edge_config::{door_config_toml, toml_str};
+pub use layout::Layout;
+use results::{operating_point_rows, ProbeAnswer};
+pub use results::{parse_eval, DoorStats, EvalRow, OperatingPointRow, ProbeStats};
+
 use crate::tools::{run_logged, Tools};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -73,179 +82,8 @@ impl DemoConfig {
 }
 
 /// The shipped recipes; the driver points their paths at the run directory with `--set`.
-pub const TEACHER_RECIPE: &str = include_str!("../../trainer/configs/demo_teacher.toml");
-pub const STUDENT_RECIPE: &str = include_str!("../../trainer/configs/demo_student.toml");
-
-/// A TOML literal for `--set key=value` (paths quoted and escaped).
-pub fn toml_str(p: &Path) -> String {
-    toml::Value::String(p.display().to_string()).to_string()
-}
-
-/// The edge.toml of a door terminal on synthetic aligned crops (no detector): `model` (a
-/// `[model.*]` table), an encrypted `gallery` beside the config, frames from `frames/`, a
-/// simulated relay for `edge run --dry-run`, and an audit log. The demo and the bench's door
-/// section run the same terminal.
-pub fn door_config_toml(written_by: &str, model: &str, gallery: &str) -> String {
-    format!(
-        r#"# Written by {written_by}: the door terminal on synthetic aligned crops.
-[model]
-flip_fusion = false
-condition = "auto"
-
-{model}
-# The synthetic faces are already aligned 112x112 crops: no detector.
-[detector]
-aligned = true
-
-[gallery]
-path = {gallery}
-key_file = "gallery.key"
-
-[quality]
-min_eye_distance_px = 20.0
-min_sharpness = 5.0
-max_roll_deg = 30.0
-max_yaw_ratio = 0.4
-min_detector_score = 0.7
-
-[camera]
-source = "dir"
-path = "frames"
-fps = 10
-
-[door.relay]
-chip = "/dev/gpiochip0"
-line = 17
-active = "high"
-unlock_ms = 200
-
-[door.policy]
-agree_frames = 3
-agree_window_ms = 1000
-leave_ms = 300
-cooldown_ms = 300
-lockout_after_unknowns = 1000
-
-[audit]
-path = "audit.jsonl"
-"#,
-        gallery = toml::Value::String(gallery.to_string()),
-    )
-}
-
-/// Where everything of one demo run lives.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    pub root: PathBuf,
-    /// Data shared with another run (the ablation's rows); `root/data` when None.
-    pub data_root: Option<PathBuf>,
-}
-
-impl Layout {
-    pub fn data(&self) -> PathBuf {
-        self.data_root
-            .clone()
-            .unwrap_or_else(|| self.root.join("data"))
-    }
-    pub fn val_bin(&self) -> PathBuf {
-        self.data().join("synth_val.bin")
-    }
-    pub fn door(&self) -> PathBuf {
-        self.data().join("door")
-    }
-    pub fn runs(&self, name: &str) -> PathBuf {
-        self.root.join("runs").join(name)
-    }
-    pub fn checkpoint(&self, name: &str) -> PathBuf {
-        self.runs(name).join("checkpoint.safetensors")
-    }
-    pub fn model(&self) -> PathBuf {
-        self.root.join("model")
-    }
-    pub fn edge(&self) -> PathBuf {
-        self.root.join("edge")
-    }
-    pub fn log(&self) -> PathBuf {
-        self.root.join("demo.log")
-    }
-}
-
-/// One verification row of `trainer eval`'s JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalRow {
-    pub model: String,
-    pub condition: String,
-    pub pairs: u64,
-    pub accuracy: f64,
-    pub accuracy_std: f64,
-    pub tar_at_1e3: f64,
-    /// The score threshold at which that TAR was measured.
-    pub threshold_at_1e3: f64,
-    /// Fewer than 1000 impostor pairs: the TAR is at zero false accepts instead.
-    pub tar_resolution_limited: bool,
-}
-
-/// What the edge made of the probes.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ProbeStats {
-    pub probes: usize,
-    /// Accepted as the right person.
-    pub correct: usize,
-    /// Accepted as someone else (enrolled) / any accept (strangers).
-    pub false_accepts: usize,
-    /// Not accepted (below threshold, or no face/quality rejection).
-    pub rejected: usize,
-    pub errors: usize,
-    /// Probes whose mask probability (the model's mask head) was on the right side of 0.5.
-    pub mask_detected_right: usize,
-}
-
-impl ProbeStats {
-    pub fn rate(&self, n: usize) -> f64 {
-        if self.probes == 0 {
-            0.0
-        } else {
-            n as f64 / self.probes as f64
-        }
-    }
-}
-
-/// The same probes judged at one calibrated operating point (from the scores `edge identify`
-/// reported): what a stricter or looser threshold would have let through.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OperatingPointRow {
-    pub target_far: f64,
-    pub threshold_unmasked: f32,
-    pub threshold_masked: f32,
-    pub unmasked_identified: usize,
-    pub masked_identified: usize,
-    pub wrong_person: usize,
-    pub strangers_accepted: usize,
-}
-
-/// One probe's best match as `edge identify` reported it.
-#[derive(Debug, Clone)]
-struct ProbeAnswer {
-    owner: String,
-    stranger: bool,
-    masked: bool,
-    best_name: Option<String>,
-    score: Option<f32>,
-    condition: shared::Condition,
-}
-
-/// Door outcomes of the dry run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DoorStats {
-    pub visitors_enrolled: usize,
-    pub visitors_strangers: usize,
-    pub unlocked_right_person: usize,
-    pub unlocked_wrong_person: usize,
-    pub strangers_let_in: usize,
-    pub denials: usize,
-    pub relay_pulses: usize,
-    pub audit: String,
-}
+pub const TEACHER_RECIPE: &str = include_str!("../../../trainer/configs/demo_teacher.toml");
+pub const STUDENT_RECIPE: &str = include_str!("../../../trainer/configs/demo_student.toml");
 
 /// Everything the report shows.
 #[derive(Debug, Clone, Serialize)]
@@ -806,60 +644,6 @@ impl Demo<'_> {
     }
 }
 
-/// Apply every calibrated target FAR to the identify answers.
-fn operating_point_rows(
-    thresholds: &shared::ThresholdConfig,
-    answers: &[ProbeAnswer],
-) -> Vec<OperatingPointRow> {
-    let mut fars: Vec<f64> = thresholds
-        .operating_points
-        .iter()
-        .map(|p| p.target_far)
-        .collect();
-    fars.sort_by(|a, b| b.total_cmp(a));
-    fars.dedup();
-    fars.into_iter()
-        .filter_map(|far| {
-            let at = |c: shared::Condition| {
-                thresholds
-                    .operating_points
-                    .iter()
-                    .find(|p| p.condition == c && p.target_far == far)
-                    .map(|p| p.threshold)
-            };
-            let (tu, tm) = (
-                at(shared::Condition::Unmasked)?,
-                at(shared::Condition::Masked)?,
-            );
-            let mut row = OperatingPointRow {
-                target_far: far,
-                threshold_unmasked: tu,
-                threshold_masked: tm,
-                ..Default::default()
-            };
-            for a in answers {
-                let t = match a.condition {
-                    shared::Condition::Masked => tm,
-                    shared::Condition::Unmasked => tu,
-                };
-                if !a.score.is_some_and(|s| s >= t) {
-                    continue;
-                }
-                if a.stranger {
-                    row.strangers_accepted += 1;
-                } else if a.best_name.as_deref() != Some(a.owner.as_str()) {
-                    row.wrong_person += 1;
-                } else if a.masked {
-                    row.masked_identified += 1;
-                } else {
-                    row.unmasked_identified += 1;
-                }
-            }
-            Some(row)
-        })
-        .collect()
-}
-
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -868,58 +652,6 @@ fn file_name(p: &Path) -> String {
 
 /// Steps [`Demo::run_all`] counts on its progress bar.
 const STEPS: usize = 13;
-
-/// Rows of a `trainer eval --out X` JSON file (X.json).
-pub fn parse_eval(model: &str, json: &Path) -> Result<Vec<EvalRow>> {
-    let text =
-        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
-    let v: Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
-    let rows = v
-        .get("eval")
-        .or(Some(&v))
-        .and_then(Value::as_array)
-        .with_context(|| format!("{}: no list of evaluation rows", json.display()))?;
-    rows.iter()
-        .map(|r| {
-            let num = |p: &[&str]| -> Result<f64> {
-                let mut x = r;
-                for k in p {
-                    x = x.get(k).with_context(|| {
-                        format!("{}: row without {}", json.display(), p.join("."))
-                    })?;
-                }
-                x.as_f64()
-                    .with_context(|| format!("{}: {} is not a number", json.display(), p.join(".")))
-            };
-            let pairs = num(&["pairs"])? as u64;
-            let at_1e3 = r.get("tar_at_far").and_then(Value::as_array).and_then(|l| {
-                l.iter()
-                    .find(|t| t.get("target_far").and_then(Value::as_f64) == Some(1e-3))
-            });
-            let field = |k: &str| {
-                at_1e3
-                    .and_then(|t| t.get(k))
-                    .and_then(Value::as_f64)
-                    .unwrap_or(f64::NAN)
-            };
-            Ok(EvalRow {
-                model: model.to_string(),
-                condition: r
-                    .get("condition")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string(),
-                pairs,
-                accuracy: num(&["accuracy", "mean"])?,
-                accuracy_std: num(&["accuracy", "std"])?,
-                tar_at_1e3: field("tar"),
-                threshold_at_1e3: field("threshold"),
-                tar_resolution_limited: pairs / 2 < 1000,
-            })
-        })
-        .collect()
-}
 
 /// The FAR list handed to `trainer calibrate`: the door's operating point plus FAR 1e-2 for the
 /// report, each once (the trainer refuses two points for the same condition and FAR).
