@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// Current format versions; readers accept these and older.
 pub const TEMPLATE_VERSION: u16 = 1;
 pub const PERSON_VERSION: u16 = 1;
-pub const GALLERY_VERSION: u16 = 1;
+/// Gallery version 2 added [`Gallery::generation`]; version 1 files load as generation 0.
+pub const GALLERY_VERSION: u16 = 2;
 
 /// Tolerance on |e| = 1 when reading an embedding back.
 const UNIT_TOLERANCE: f32 = 1e-3;
@@ -243,6 +244,17 @@ pub struct Gallery {
     pub model_id: String,
     pub embedding_dim: u32,
     pub people: Vec<PersonRecord>,
+    /// How many times this gallery has been written: every save increases it by one, so an
+    /// older copy put back over the file is recognisable (rollback protection on the edge).
+    pub generation: u64,
+}
+
+/// Gallery format version 1, before the generation counter.
+#[derive(Deserialize)]
+struct GalleryV1 {
+    model_id: String,
+    embedding_dim: u32,
+    people: Vec<PersonRecord>,
 }
 
 impl Gallery {
@@ -251,6 +263,7 @@ impl Gallery {
             model_id,
             embedding_dim,
             people: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -280,10 +293,20 @@ impl Gallery {
         envelope::seal(Kind::Gallery, GALLERY_VERSION, self)
     }
 
-    /// Decode and validate; older versions are migrated here when they exist.
+    /// Decode and validate; a version 1 gallery (no generation) loads as generation 0.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let (_version, payload) = envelope::open(Kind::Gallery, GALLERY_VERSION, bytes)?;
-        let g: Self = envelope::decode(payload)?;
+        let (version, payload) = envelope::open(Kind::Gallery, GALLERY_VERSION, bytes)?;
+        let g: Self = if version == 1 {
+            let v1: GalleryV1 = envelope::decode(payload)?;
+            Self {
+                model_id: v1.model_id,
+                embedding_dim: v1.embedding_dim,
+                people: v1.people,
+                generation: 0,
+            }
+        } else {
+            envelope::decode(payload)?
+        };
         g.validate()?;
         Ok(g)
     }
@@ -400,6 +423,45 @@ mod tests {
         g.embedding_dim = 4;
         g.people.push(p);
         assert!(matches!(g.encode(), Err(EnvelopeError::Invalid(m)) if m.contains("twice")));
+    }
+
+    #[test]
+    fn version_1_galleries_load_as_generation_0() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            model_id: &'a str,
+            embedding_dim: u32,
+            people: &'a [PersonRecord],
+        }
+        let t = Template {
+            embedding: Embedding::normalize(&[1.0, 2.0]).unwrap(),
+            quality: 0.9,
+            masked: None,
+            created_unix: 0,
+        };
+        let p = PersonRecord::new(PersonId([3; 16]), "Cy".into(), vec![t], 7).unwrap();
+        let model = "ab".repeat(32);
+        let old = envelope::seal(
+            Kind::Gallery,
+            1,
+            &V1 {
+                model_id: &model,
+                embedding_dim: 2,
+                people: std::slice::from_ref(&p),
+            },
+        )
+        .unwrap();
+        let g = Gallery::decode(&old).unwrap();
+        assert_eq!(g.generation, 0);
+        assert_eq!(
+            (g.model_id.as_str(), g.people.as_slice()),
+            (model.as_str(), &[p][..])
+        );
+        let mut newer = g.clone();
+        newer.generation = 41;
+        let bytes = newer.encode().unwrap();
+        assert_eq!(bytes[5..7], GALLERY_VERSION.to_le_bytes());
+        assert_eq!(Gallery::decode(&bytes).unwrap().generation, 41);
     }
 
     #[test]
