@@ -350,6 +350,7 @@ fn signed_bundle_recogniser_equals_the_onnx_contract_and_needs_a_trusted_signer(
             mask_prob: None,
         },
         created_unix: 0,
+        bundle_version: 0,
         provenance: Provenance {
             trainer_config_sha256: "0".repeat(64),
             dataset: "OpenCV zoo SFace (third party)".into(),

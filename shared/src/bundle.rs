@@ -63,9 +63,19 @@ pub struct Manifest {
     pub input_name: String,
     pub outputs: ModelOutputs,
     pub created_unix: u64,
+    /// Release number of this bundle, increasing with every release (`trainer bundle
+    /// --version N`). An edge refuses a bundle older than the one it last ran unless started
+    /// with `--allow-downgrade`. Absent in older manifests, which read as 0; 0 is not written,
+    /// so an unversioned bundle's manifest is byte-for-byte what it was before the field.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bundle_version: u64,
     pub provenance: Provenance,
     pub preprocess: PreprocessSpec,
     pub thresholds: ThresholdConfig,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Which verification step failed, with enough detail to act on.
@@ -406,6 +416,7 @@ mod tests {
                 trainer_version: "0.1.0".into(),
             },
             preprocess: PreprocessSpec::arcface_112(),
+            bundle_version: 0,
             thresholds: ThresholdConfig {
                 model_id: sha,
                 metric: Metric::Cosine,
@@ -439,6 +450,34 @@ mod tests {
         assert_eq!(b.model, model_bytes());
         // Deterministic bytes: signing the same content twice gives the same file.
         assert_eq!(b.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn bundle_version_is_signed_and_optional() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let model = model_bytes();
+        let m = manifest_for(&model);
+        let text = String::from_utf8(m.to_canonical_bytes().unwrap()).unwrap();
+        assert!(!text.contains("bundle_version"), "0 is not written: {text}");
+        let parsed: Manifest = toml::from_str(&text).unwrap();
+        assert_eq!(
+            parsed.bundle_version, 0,
+            "older manifests read as version 0"
+        );
+        let mut m7 = m.clone();
+        m7.bundle_version = 7;
+        let bytes = Bundle::create(m7, model, &key).unwrap().to_bytes().unwrap();
+        let b = Bundle::verify(&bytes, &[key.verifying_key()]).unwrap();
+        assert_eq!(b.manifest.bundle_version, 7);
+        let needle = b"bundle_version = 7";
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
+        let mut edited = bytes.clone();
+        edited[at + needle.len() - 1] = b'9';
+        let err = Bundle::verify(&fix_tar_checksums(edited), &[key.verifying_key()]).unwrap_err();
+        assert!(matches!(err, BundleError::BadSignature(_)), "{err}");
     }
 
     #[test]

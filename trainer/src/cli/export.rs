@@ -331,6 +331,11 @@ pub struct BundleArgs {
     /// Trainer config file the model was trained with (hashed into the provenance).
     #[arg(long)]
     trainer_config: Option<PathBuf>,
+    /// Release number of this bundle (manifest `bundle_version`): give each release a higher
+    /// one; an edge refuses a bundle older than the one it last ran unless started with
+    /// --allow-downgrade. 0 (the default) leaves the bundle unversioned.
+    #[arg(long = "version", value_name = "N", default_value_t = 0)]
+    bundle_version: u64,
 }
 
 pub fn bundle(a: BundleArgs) -> Result<()> {
@@ -342,11 +347,13 @@ pub fn bundle(a: BundleArgs) -> Result<()> {
         variant: Variant::parse(&a.variant)?.model_variant(),
         dataset: a.dataset,
         trainer_config: a.trainer_config,
+        bundle_version: a.bundle_version,
     };
     let m = bundle::make_bundle(&req)?;
     println!(
-        "wrote {} (model {}, {:?}, D={}, git {})",
+        "wrote {} (version {}, model {}, {:?}, D={}, git {})",
         a.out.display(),
+        m.bundle_version,
         m.model_sha256,
         m.variant,
         m.embedding_dim,

@@ -25,6 +25,9 @@ pub struct BundleRequest {
     pub dataset: String,
     /// The trainer config the model was trained with (its sha256 goes in the provenance).
     pub trainer_config: Option<PathBuf>,
+    /// Release number written to the manifest (`bundle_version`); edges refuse to go back to
+    /// an older one. 0 means unversioned (the field is left out of the manifest).
+    pub bundle_version: u64,
 }
 
 /// Graph facts read back from an ONNX file.
@@ -134,6 +137,7 @@ pub fn make_bundle(req: &BundleRequest) -> Result<Manifest, ExportError> {
             mask_prob: info.mask_prob,
         },
         created_unix,
+        bundle_version: req.bundle_version,
         provenance: Provenance {
             trainer_config_sha256,
             dataset: req.dataset.clone(),
