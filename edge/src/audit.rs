@@ -23,6 +23,24 @@ pub struct AuditConfig {
     /// The log file; its directory is created if missing.
     #[serde(default = "default_audit_path")]
     pub path: PathBuf,
+    /// The edge's state file (newest gallery generation and bundle version seen, see
+    /// [`crate::state`]); `state.toml` in the audit log's directory when absent.
+    #[serde(default)]
+    pub state: Option<PathBuf>,
+}
+
+impl AuditConfig {
+    /// Where the state file is: `state`, else `state.toml` beside the audit log.
+    pub fn state_path(&self) -> PathBuf {
+        match &self.state {
+            Some(p) => p.clone(),
+            None => self
+                .path
+                .parent()
+                .map(|d| d.join("state.toml"))
+                .unwrap_or_else(|| PathBuf::from("state.toml")),
+        }
+    }
 }
 
 fn default_audit_path() -> PathBuf {
@@ -33,6 +51,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             path: default_audit_path(),
+            state: None,
         }
     }
 }

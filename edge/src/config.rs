@@ -269,6 +269,10 @@ pub enum KeySource {
 pub struct GalleryConfig {
     pub path: PathBuf,
     pub key: KeySource,
+    /// The state file that records the newest generation of this gallery (rollback
+    /// protection): `[audit] state`, else `state.toml` beside the `[audit]` log. `None`
+    /// (only when built in code) turns the check off.
+    pub state: Option<PathBuf>,
 }
 
 impl Config {
@@ -396,6 +400,17 @@ impl Config {
                 "[quality] values must be finite and non-negative".into()
             ));
         }
+        // `[audit]` belongs to the door's sections, but the state file it names guards every
+        // gallery write, so the CLI reads it too (strictly, like the door does).
+        let audit: crate::audit::AuditConfig = match raw.audit {
+            Some(v) => v.try_into().map_err(|e| bad(format!("[audit]: {e}")))?,
+            None => crate::audit::AuditConfig::default(),
+        };
+        let state = abs(&crate::audit::AuditConfig {
+            path: abs(&audit.path),
+            state: audit.state.map(|p| abs(&p)),
+        }
+        .state_path());
         Ok(Self {
             recognizer,
             flip_fusion: raw.model.flip_fusion,
@@ -404,6 +419,7 @@ impl Config {
             gallery: GalleryConfig {
                 path: abs(&raw.gallery.path),
                 key,
+                state: Some(state),
             },
             quality: raw.quality,
         })

@@ -66,6 +66,8 @@ pub struct Recognizer {
     model_id: String,
     embedding_dim: usize,
     thresholds: DecisionThresholds,
+    /// The manifest's `bundle_version` when loaded from a bundle.
+    bundle_version: Option<u64>,
 }
 
 impl Recognizer {
@@ -127,7 +129,7 @@ impl Recognizer {
                 .threshold(Condition::Masked)
                 .map_err(|e| bundle_err(e.into()))?,
         };
-        Self::build(
+        let mut rec = Self::build(
             path,
             &bundle.model,
             &m.input_name,
@@ -138,7 +140,9 @@ impl Recognizer {
             Some(m.embedding_dim as usize),
             flip_fusion,
             condition,
-        )
+        )?;
+        rec.bundle_version = Some(m.bundle_version);
+        Ok(rec)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -167,6 +171,7 @@ impl Recognizer {
             model_id: shared::sha256_hex(bytes),
             embedding_dim: 0,
             thresholds,
+            bundle_version: None,
         };
         // One run on a grey crop: proves the plan runs and tells the embedding dimension.
         let grey =
@@ -182,6 +187,11 @@ impl Recognizer {
         }
         rec.embedding_dim = raw.len();
         Ok(rec)
+    }
+
+    /// `bundle_version` of the bundle this recogniser came from; `None` for an ONNX contract.
+    pub fn bundle_version(&self) -> Option<u64> {
+        self.bundle_version
     }
 
     /// sha256 of the model file: galleries are bound to it.

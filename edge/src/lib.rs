@@ -9,7 +9,8 @@
 //! relay and inputs over embedded-hal) with every decision in the hash-chained [`audit`] log;
 //! [`recognizer`] plugs the pipeline into the daemon; [`replay`] decides every frame of a
 //! recording in lockstep; [`terminal`] reads the door's config; [`machine`] names the machine
-//! benchmark figures come from.
+//! benchmark figures come from; [`state`] records the newest gallery generation and bundle
+//! version seen (rollback protection).
 
 pub mod align;
 pub mod audit;
@@ -28,6 +29,7 @@ pub mod pipeline;
 pub mod quality;
 pub mod recognizer;
 pub mod replay;
+pub mod state;
 pub mod terminal;
 
 pub use config::Config;

@@ -66,6 +66,7 @@ impl TerminalConfig {
         let mut cfg = Self::from_toml(&text)?;
         cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
         cfg.audit.path = base.join(&cfg.audit.path);
+        cfg.audit.state = cfg.audit.state.map(|p| base.join(p));
         Ok(cfg)
     }
 }

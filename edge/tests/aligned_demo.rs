@@ -268,7 +268,7 @@ fn aligned_crops_enroll_identify_in_one_batch_and_verify() {
         .find(|p| p.display_name == "obama")
         .unwrap();
     obama.valid_until_unix = Some(1_000);
-    store.save(&g).unwrap();
+    store.replace(&mut g).unwrap();
     let o = edge(
         &d.cfg,
         &[
@@ -323,9 +323,6 @@ chip = "/dev/gpiochip-not-used-in-a-dry-run"
 line = 17
 active = "high"
 unlock_ms = 500
-
-[audit]
-path = "audit.jsonl"
 "#;
     std::fs::write(&d.cfg, text_cfg).unwrap();
 

@@ -203,7 +203,9 @@ fn padded_gallery_keeps_the_enrolled_people_and_stays_a_valid_gallery() {
         g.people.push(p);
     }
     let small = dir.path().join("gallery.bin");
-    GalleryStore::new(&small, key.clone()).save(&g).unwrap();
+    GalleryStore::new(&small, key.clone())
+        .replace(&mut g)
+        .unwrap();
     let big = dir.path().join("gallery_big.bin");
     assert_eq!(pad_gallery(&small, &big, &key_path, 50).unwrap(), 50);
     let padded = GalleryStore::new(&big, key)

@@ -57,20 +57,35 @@ pub fn admin(cmd: AdminCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `edge run`: load everything first (a bad config or bundle stops start-up), then hand the
+/// How `edge run` was asked to run.
+pub struct RunOptions {
+    /// Simulate the door ([`edge::door::simulated`]) and print a report.
+    pub dry_run: bool,
+    /// Run a bundle older than the one last run.
+    pub allow_downgrade: bool,
+    pub json: bool,
+}
+
+/// `edge run`: load everything first (a bad config or bundle, a wrong gallery key, a rolled
+/// back gallery or bundle stops start-up, with an audit entry saying why), then hand the
 /// camera, the pipeline and the door to the daemon until SIGTERM/SIGINT or the end of a replayed
 /// source. With `dry_run` the door is simulated ([`edge::door::simulated`]) and a report of
 /// the door's events and relay transitions is printed.
-pub fn run(config: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
+pub fn run(config: &Path, opts: RunOptions) -> Result<ExitCode> {
+    let RunOptions {
+        dry_run,
+        allow_downgrade,
+        json,
+    } = opts;
     let terminal =
         edge::terminal::TerminalConfig::load(config).map_err(|e| named_config_error(config, e))?;
-    let cfg = edge::Config::load(config)?;
-    let pipeline = Pipeline::load(&cfg).context("loading models")?;
-    let store = GalleryStore::from_config(&cfg.gallery)?;
-    let r = pipeline.recognizer();
-    let gallery = store.load_for_model(r.model_id(), r.embedding_dim())?;
-    tracing::info!(people = gallery.people.len(), "gallery loaded");
-    let recognizer = PipelineRecognizer::new(pipeline, gallery);
+    let recognizer = match start(config, &terminal, allow_downgrade) {
+        Ok(r) => r,
+        Err(failure) => {
+            audit_startup_failure(&terminal, &failure);
+            return Err(failure.error);
+        }
+    };
     if dry_run {
         return simulate_door(&terminal, recognizer, json);
     }
@@ -84,6 +99,105 @@ pub fn run(config: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
         report.count("denied")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why start-up failed: what was being done (for the audit entry) and the error.
+struct StartFailure {
+    stage: &'static str,
+    error: anyhow::Error,
+}
+
+/// Models, bundle version, gallery: everything `edge run` loads before the door starts.
+fn start(
+    config: &Path,
+    terminal: &edge::terminal::TerminalConfig,
+    allow_downgrade: bool,
+) -> std::result::Result<PipelineRecognizer, StartFailure> {
+    let fail = |stage: &'static str| move |error: anyhow::Error| StartFailure { stage, error };
+    let cfg = edge::Config::load(config).map_err(|e| fail("config")(e.into()))?;
+    let pipeline = Pipeline::load(&cfg)
+        .context("loading models")
+        .map_err(fail("models"))?;
+    let r = pipeline.recognizer();
+    if let (Some(version), edge::config::RecognizerConfig::Bundle { path, .. }) =
+        (r.bundle_version(), &cfg.recognizer)
+    {
+        edge::state::StateFile::new(terminal.audit.state_path())
+            .check_and_record_bundle(path, version, allow_downgrade)
+            .map_err(|e| fail("bundle_version")(e.into()))?;
+    }
+    let store = GalleryStore::from_config(&cfg.gallery).map_err(|e| fail("gallery")(e.into()))?;
+    let gallery = store
+        .load_for_model(r.model_id(), r.embedding_dim())
+        .map_err(|e| fail("gallery")(e.into()))?;
+    store
+        .record_seen(&gallery)
+        .map_err(|e| fail("gallery")(e.into()))?;
+    tracing::info!(
+        people = gallery.people.len(),
+        generation = gallery.generation,
+        "gallery loaded"
+    );
+    Ok(PipelineRecognizer::new(pipeline, gallery))
+}
+
+/// The audit entry for a start-up that failed (when the audit log itself can be opened).
+fn audit_startup_failure(terminal: &edge::terminal::TerminalConfig, failure: &StartFailure) {
+    let reason = startup_reason(failure);
+    let entry = json!({
+        "event": "startup_failed",
+        "stage": failure.stage,
+        "reason": reason,
+        "error": format!("{:#}", failure.error),
+    });
+    let written = AuditLog::open(&terminal.audit.path).and_then(|mut log| log.append(&entry));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not write the start-up failure to the audit log");
+    }
+}
+
+/// A short machine-readable cause: what an operator filters the audit log for.
+fn startup_reason(failure: &StartFailure) -> &'static str {
+    use edge::embed::RecognizerError;
+    use edge::gallery::StoreError;
+    use edge::model::ModelError;
+    use edge::state::StateError;
+    use edge::PipelineError;
+    for cause in failure.error.chain() {
+        if let Some(e) = cause.downcast_ref::<StateError>() {
+            return match e {
+                StateError::GalleryRollback { .. } => "gallery_rollback",
+                StateError::BundleDowngrade { .. } => "bundle_downgrade",
+                _ => "state_file",
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return match e {
+                e if e.is_rollback() => "gallery_rollback",
+                e if e.is_wrong_key() => "gallery_key",
+                StoreError::Key(_) | StoreError::KeyMissing { .. } => "gallery_key",
+                _ => "gallery",
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<PipelineError>() {
+            return match e {
+                PipelineError::Recognizer(RecognizerError::Bundle {
+                    source: shared::BundleError::Io { source, .. },
+                    ..
+                }) if source.kind() == std::io::ErrorKind::NotFound => "missing_model",
+                PipelineError::Recognizer(RecognizerError::Bundle { .. }) => "bad_bundle",
+                PipelineError::Model(ModelError::Load { message, .. })
+                | PipelineError::Recognizer(RecognizerError::Model(ModelError::Load {
+                    message,
+                    ..
+                })) if message.contains("No such file") || message.contains("not found") => {
+                    "missing_model"
+                }
+                _ => "model",
+            };
+        }
+    }
+    failure.stage
 }
 
 /// A config error, naming the file once (a read error names it already).

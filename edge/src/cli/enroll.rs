@@ -1,6 +1,6 @@
 //! `edge enroll --camera`: enrollment at the door from live frames, guided, PIN-authorised.
 
-use super::{load_pipeline_and_gallery, now_unix, Output};
+use super::{load_pipeline, now_unix, Output};
 use anyhow::{bail, Context, Result};
 use edge::config::Config;
 use edge::door::enroll_guide::{verify_admin_pin, EnrollGuide, FaceSample, Guidance, GuideConfig};
@@ -42,29 +42,32 @@ pub fn enroll_camera(cfg: &Config, out: &Output, req: CameraEnroll) -> Result<Ex
     if let Some(hash) = &enroll.admin_pin_hash {
         check_pin(hash, path)?;
     }
-    let (pipeline, store, mut g) = load_pipeline_and_gallery(cfg)?;
-    // A wrong name or a taken one stops before anyone stands in front of the camera.
-    if req.update {
-        gallery::find(&g, req.name)?;
-    } else if gallery::find(&g, req.name).is_ok() {
-        bail!(
-            "{:?} is already enrolled: add --update to add frames to that person",
-            req.name
-        );
-    }
-    let mut source = edge::frame::open_source(&sections.camera)
-        .with_context(|| format!("opening the [camera] of {}", path.display()))?;
-    let templates = capture(&pipeline, &mut source, &enroll, out)?;
-    let used = templates.len();
-    let now = now_unix();
-    let id = if req.update {
-        let i = gallery::find(&g, req.name)?;
-        gallery::add_templates(&mut g, i, templates, now)?;
-        g.people[i].id
-    } else {
-        gallery::add_person(&mut g, req.name, templates, now)?
-    };
-    store.save(&g)?;
+    let pipeline = load_pipeline(cfg)?;
+    let store = edge::GalleryStore::from_config(&cfg.gallery)?;
+    let r = pipeline.recognizer();
+    // The gallery lock is held from before the capture to after the save: the person at the
+    // camera is checked against, and added to, the gallery as it is when it is written.
+    let (id, used) = store.edit(
+        out.wait,
+        Some((r.model_id(), r.embedding_dim())),
+        |g| -> Result<_> {
+            // A wrong name or a taken one stops before anyone stands in front of the camera.
+            if req.update {
+                gallery::find(g, req.name)?;
+            } else if gallery::find(g, req.name).is_ok() {
+                bail!(
+                    "{:?} is already enrolled: add --update to add frames to that person",
+                    req.name
+                );
+            }
+            let mut source = edge::frame::open_source(&sections.camera)
+                .with_context(|| format!("opening the [camera] of {}", path.display()))?;
+            let templates = capture(&pipeline, &mut source, &enroll, out)?;
+            let used = templates.len();
+            let id = super::enroll_into(g, req.name, req.update, templates, now_unix())?;
+            Ok((id, used))
+        },
+    )?;
     let name = req.name;
     out.emit(
         json!({"event": "enrolled", "id": id.to_string(), "name": name, "templates_added": used}),

@@ -60,6 +60,11 @@ pub struct Cli {
     /// Log model loading and other progress to stderr.
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Commands that write the gallery (enroll, gallery remove/rename) hold its lock
+    /// (`<gallery>.lock`) from load to save; when another process holds it they fail at once,
+    /// or with --wait retry for up to SECONDS first.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub wait: Option<u64>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -118,6 +123,10 @@ pub enum Command {
         /// transitions at the end (with --json, as one document). The audit log is written.
         #[arg(long)]
         dry_run: bool,
+        /// Run a bundle whose bundle_version is older than the one this edge last ran (the
+        /// state file beside the audit log records it); refused without this flag.
+        #[arg(long)]
+        allow_downgrade: bool,
     },
     /// The audit log.
     Audit {
@@ -168,11 +177,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let command = match command {
         Command::Audit { command } => return door::audit(command),
         Command::Admin { command } => return door::admin(command),
-        Command::Run { dry_run } => return door::run(&cli.config, dry_run, cli.json),
+        Command::Run {
+            dry_run,
+            allow_downgrade,
+        } => {
+            return door::run(
+                &cli.config,
+                door::RunOptions {
+                    dry_run,
+                    allow_downgrade,
+                    json: cli.json,
+                },
+            )
+        }
         other => other,
     };
     let cfg = load_config(&cli.config)?;
-    let out = Output { json: cli.json };
+    let out = Output {
+        json: cli.json,
+        wait: cli.wait.map(std::time::Duration::from_secs),
+    };
     match command {
         Command::Enroll {
             name,
@@ -223,9 +247,10 @@ fn load_config(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
-/// Human text or JSON, chosen once.
+/// Human text or JSON, chosen once; and how long a gallery writer waits for the lock.
 struct Output {
     json: bool,
+    wait: Option<std::time::Duration>,
 }
 
 impl Output {
@@ -239,10 +264,15 @@ impl Output {
     }
 }
 
-fn load_pipeline_and_gallery(cfg: &Config) -> Result<(Pipeline, GalleryStore, shared::Gallery)> {
+fn load_pipeline(cfg: &Config) -> Result<Pipeline> {
     let started = Instant::now();
-    let mut pipeline = Pipeline::load(cfg).context("loading models")?;
+    let pipeline = Pipeline::load(cfg).context("loading models")?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "models ready");
+    Ok(pipeline)
+}
+
+fn load_pipeline_and_gallery(cfg: &Config) -> Result<(Pipeline, GalleryStore, shared::Gallery)> {
+    let mut pipeline = load_pipeline(cfg)?;
     let store = GalleryStore::from_config(&cfg.gallery)?;
     let r = pipeline.recognizer();
     let gallery = store.load_for_model(r.model_id(), r.embedding_dim())?;
@@ -262,7 +292,8 @@ fn enroll(
         .iter()
         .map(|p| Ok((p.display().to_string(), load_image(p)?)))
         .collect::<Result<Vec<_>>>()?;
-    let (pipeline, store, mut g) = load_pipeline_and_gallery(cfg)?;
+    let pipeline = load_pipeline(cfg)?;
+    let store = GalleryStore::from_config(&cfg.gallery)?;
     let now = now_unix();
     let (templates, report) = pipeline.enrollment_templates(&images, now)?;
     if templates.is_empty() {
@@ -276,14 +307,13 @@ fn enroll(
         );
     }
     let used = templates.len();
-    let id = if update {
-        let i = gallery::find(&g, name)?;
-        gallery::add_templates(&mut g, i, templates, now)?;
-        g.people[i].id
-    } else {
-        gallery::add_person(&mut g, name, templates, now)?
-    };
-    store.save(&g)?;
+    let r = pipeline.recognizer();
+    // Load, add and save under the gallery lock: no other writer's change can be lost.
+    let id = store.edit(
+        out.wait,
+        Some((r.model_id(), r.embedding_dim())),
+        |g| -> Result<_> { Ok(enroll_into(g, name, update, templates, now)?) },
+    )?;
     out.emit(
         json!({"id": id.to_string(), "name": name, "templates_added": used, "images": report}),
         || {
@@ -302,6 +332,23 @@ fn enroll(
         },
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Add `templates` to the gallery: a new person `name`, or with `update` that person's.
+fn enroll_into(
+    g: &mut shared::Gallery,
+    name: &str,
+    update: bool,
+    templates: Vec<shared::Template>,
+    now: u64,
+) -> Result<shared::PersonId, gallery::GalleryOpError> {
+    if update {
+        let i = gallery::find(g, name)?;
+        gallery::add_templates(g, i, templates, now)?;
+        Ok(g.people[i].id)
+    } else {
+        gallery::add_person(g, name, templates, now)
+    }
 }
 
 fn identify(cfg: &Config, out: &Output, path: &Path) -> Result<ExitCode> {
@@ -520,7 +567,6 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
         };
     }
     let store = GalleryStore::from_config(&cfg.gallery)?;
-    let loaded = store.load()?;
     let missing = || {
         anyhow::anyhow!(
             "gallery {} does not exist yet: enroll someone first",
@@ -529,7 +575,11 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
     };
     match action {
         GalleryAction::List => {
-            let people = loaded.as_ref().map(gallery::summaries).unwrap_or_default();
+            let people = store
+                .load()?
+                .as_ref()
+                .map(gallery::summaries)
+                .unwrap_or_default();
             out.emit(json!({"people": people}), || {
                 if people.is_empty() {
                     return "no one enrolled".into();
@@ -542,18 +592,18 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
             })?;
         }
         GalleryAction::Remove { who } => {
-            let mut g = loaded.ok_or_else(missing)?;
-            let rec = gallery::remove(&mut g, &who)?;
-            store.save(&g)?;
+            let rec = store.edit(out.wait, None, |g| -> Result<_> {
+                Ok(gallery::remove(g, &who)?)
+            })?;
             out.emit(
                 json!({"removed": rec.id.to_string(), "name": rec.display_name}),
                 || format!("removed {} ({})", rec.display_name, rec.id),
             )?;
         }
         GalleryAction::Rename { who, new_name } => {
-            let mut g = loaded.ok_or_else(missing)?;
-            let id = gallery::rename(&mut g, &who, &new_name, now_unix())?;
-            store.save(&g)?;
+            let id = store.edit(out.wait, None, |g| -> Result<_> {
+                Ok(gallery::rename(g, &who, &new_name, now_unix())?)
+            })?;
             out.emit(
                 json!({"renamed": id.to_string(), "name": new_name.trim()}),
                 || format!("renamed {id} to {}", new_name.trim()),
@@ -563,7 +613,7 @@ fn gallery_cmd(cfg: &Config, out: &Output, action: GalleryAction) -> Result<Exit
             with_templates,
             output,
         } => {
-            let g = loaded.ok_or_else(missing)?;
+            let g = store.load()?.ok_or_else(missing)?;
             let text = format!("{:#}\n", gallery::export(&g, with_templates));
             match output {
                 Some(p) => {

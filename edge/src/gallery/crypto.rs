@@ -48,6 +48,13 @@ pub enum KeyError {
     },
 }
 
+impl KeyError {
+    /// True when the key file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 /// A 256-bit gallery key. Debug output never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GalleryKey([u8; KEY_LEN]);
@@ -125,26 +132,52 @@ impl GalleryKey {
         Self::from_hex(&text, &path.display().to_string())
     }
 
-    /// Create a new key file (mode 0600, hex); refuses to replace an existing one.
+    /// Create a new key file (mode 0600, hex); refuses to replace an existing one. The file
+    /// appears complete or not at all, and of two processes creating it at once exactly one
+    /// succeeds (`shared::atomic::create_new_atomic`: a `create_new` temp file, then `link`).
     pub fn create_file(path: &Path) -> Result<Self, KeyError> {
-        if path.exists() {
-            return Err(KeyError::Invalid {
-                origin: path.display().to_string(),
-                message: "already exists; refusing to overwrite a gallery key".into(),
-            });
-        }
         let key = Self::generate();
-        shared::atomic::atomic_write_mode(
+        shared::atomic::create_new_atomic(
             path,
             format!("{}\n", hex::encode(key.0)).as_bytes(),
-            Some(0o600),
+            0o600,
         )
-        .map_err(|source| KeyError::Io {
-            path: path.display().to_string(),
-            source,
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                KeyError::Invalid {
+                    origin: path.display().to_string(),
+                    message: "already exists; refusing to overwrite a gallery key".into(),
+                }
+            } else {
+                KeyError::Io {
+                    path: path.display().to_string(),
+                    source,
+                }
+            }
         })?;
         tracing::info!(path = %path.display(), "created a new gallery key (mode 0600)");
         Ok(key)
+    }
+
+    /// Create the key file, or, when another process created it first, read theirs: a key
+    /// is never replaced, so every gallery written with it stays readable.
+    pub fn create_or_read_file(path: &Path) -> Result<Self, KeyError> {
+        let key = Self::generate();
+        match shared::atomic::create_new_atomic(
+            path,
+            format!("{}\n", hex::encode(key.0)).as_bytes(),
+            0o600,
+        ) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "created a new gallery key (mode 0600)");
+                Ok(key)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read_file(path),
+            Err(source) => Err(KeyError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
     }
 
     /// Read the key from environment variable `var` (64 hex characters).

@@ -4,9 +4,11 @@
 //! files: load with [`GalleryStore`], change, save.
 
 pub mod crypto;
+pub mod lock;
 pub mod store;
 
 pub use crypto::{CryptoError, GalleryKey, KeyError};
+pub use lock::{LockError, WriterLock};
 pub use store::{GalleryStore, StoreError};
 
 use rand::RngCore;

@@ -1,13 +1,23 @@
-//! The gallery file on disk: encrypted, replaced atomically, bound to one model.
+//! The gallery file on disk: encrypted, replaced atomically, bound to one model, written by one
+//! process at a time, never rolled back.
 //!
 //! Every save writes a complete new file next to the old one and renames it over
-//! (`shared::atomic::atomic_write_mode`, mode 0600), so a crash or power loss leaves either the
+//! (`shared::atomic::atomic_write_keeping_owner`: a new gallery is 0600, a rewrite keeps the
+//! owner, group and mode of the file it replaces), so a crash or power loss leaves either the
 //! old or the new gallery, never a mix. A failed load never touches the file.
+//!
+//! Writers hold the [`WriterLock`] (`<gallery>.lock`) from load to save: [`GalleryStore::save`]
+//! takes the lock as a parameter, so a write without it does not compile. Each save increases
+//! the gallery's generation by one and records it in the [`StateFile`]; a load refuses a
+//! gallery older than the generation recorded there.
 
 use super::crypto::{self, CryptoError, GalleryKey, KeyError};
+use super::lock::{LockError, WriterLock};
 use crate::config::{GalleryConfig, KeySource};
+use crate::state::{StateError, StateFile};
 use shared::{EnvelopeError, Gallery};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Why the gallery could not be read or written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -37,52 +47,104 @@ pub enum StoreError {
     Key(#[from] KeyError),
     #[error("gallery {gallery} exists but its key file {key} is missing: refusing to create a new key that could not open it")]
     KeyMissing { gallery: String, key: String },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("gallery {path} does not exist yet: enroll someone first")]
+    Missing { path: String },
+    #[error("internal: the lock held is {held}'s, not gallery {path}'s")]
+    WrongLock { path: String, held: String },
 }
 
-/// The encrypted gallery file and its key.
+impl StoreError {
+    /// True when the gallery was refused as older than the generation recorded.
+    pub fn is_rollback(&self) -> bool {
+        matches!(self, StoreError::State(StateError::GalleryRollback { .. }))
+    }
+
+    /// True when the key does not open the gallery (or the file was modified).
+    pub fn is_wrong_key(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Crypto {
+                source: CryptoError::Decrypt,
+                ..
+            }
+        )
+    }
+}
+
+/// The encrypted gallery file, its key and (when configured) the state file guarding it.
 #[derive(Debug)]
 pub struct GalleryStore {
     path: PathBuf,
     key: GalleryKey,
+    state: Option<StateFile>,
 }
 
 impl GalleryStore {
-    /// A store for `path` with a known key.
+    /// A store for `path` with a known key, without rollback protection.
     pub fn new(path: impl Into<PathBuf>, key: GalleryKey) -> Self {
         Self {
             path: path.into(),
             key,
+            state: None,
         }
     }
 
+    /// Check loads against, and record saves in, the state file `state`.
+    pub fn with_state(mut self, state: StateFile) -> Self {
+        self.state = Some(state);
+        self
+    }
+
     /// Get the key as configured. A missing key file is created (0600) only when the gallery
-    /// does not exist yet; otherwise that would lock the existing gallery away.
+    /// does not exist yet; otherwise that would lock the existing gallery away. Creation never
+    /// replaces a key: of two processes creating it at once, one writes it and the other
+    /// reads it.
     pub fn from_config(cfg: &GalleryConfig) -> Result<Self, StoreError> {
         let key = match &cfg.key {
             KeySource::Env(var) => GalleryKey::from_env(var)?,
-            KeySource::File(p) if p.exists() => GalleryKey::read_file(p)?,
-            KeySource::File(p) => {
-                if cfg.path.exists() {
-                    return Err(StoreError::KeyMissing {
-                        gallery: cfg.path.display().to_string(),
-                        key: p.display().to_string(),
-                    });
+            KeySource::File(p) => match GalleryKey::read_file(p) {
+                Err(e) if e.is_not_found() => {
+                    if cfg.path.exists() && !p.exists() {
+                        return Err(StoreError::KeyMissing {
+                            gallery: cfg.path.display().to_string(),
+                            key: p.display().to_string(),
+                        });
+                    }
+                    GalleryKey::create_or_read_file(p)?
                 }
-                GalleryKey::create_file(p)?
-            }
+                other => other?,
+            },
         };
-        Ok(Self::new(&cfg.path, key))
+        let store = Self::new(&cfg.path, key);
+        Ok(match &cfg.state {
+            Some(s) => store.with_state(StateFile::new(s)),
+            None => store,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    pub fn state(&self) -> Option<&StateFile> {
+        self.state.as_ref()
+    }
+
     fn label(&self) -> String {
         self.path.display().to_string()
     }
 
-    /// Read and decrypt; `Ok(None)` when the file does not exist.
+    /// Take the writer lock (`<gallery>.lock`); with `wait` retry up to that long.
+    pub fn lock(&self, wait: Option<Duration>) -> Result<WriterLock, StoreError> {
+        Ok(WriterLock::acquire(&self.path, wait)?)
+    }
+
+    /// Read and decrypt; `Ok(None)` when the file does not exist. A gallery older than the
+    /// generation recorded in the state file is refused.
     pub fn load(&self) -> Result<Option<Gallery>, StoreError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
@@ -102,6 +164,9 @@ impl GalleryStore {
             path: self.label(),
             source,
         })?;
+        if let Some(state) = &self.state {
+            state.check_gallery(&self.path, gallery.generation)?;
+        }
         Ok(Some(gallery))
     }
 
@@ -128,9 +193,34 @@ impl GalleryStore {
         Ok(g)
     }
 
-    /// Encrypt with a fresh nonce and replace the file atomically (mode 0600).
-    pub fn save(&self, gallery: &Gallery) -> Result<(), StoreError> {
-        let plain = gallery.encode().map_err(|source| StoreError::Format {
+    /// Record the loaded gallery's generation as seen (what `edge run` does at start-up), so
+    /// a copy older than the running one is refused from now on.
+    pub fn record_seen(&self, gallery: &Gallery) -> Result<(), StoreError> {
+        if let Some(state) = &self.state {
+            state.record_gallery(&self.path, gallery.generation)?;
+        }
+        Ok(())
+    }
+
+    /// Increase the generation, encrypt with a fresh nonce, replace the file atomically and
+    /// record the new generation in the state file. `lock` must be this gallery's lock, held
+    /// since the gallery was loaded. The new generation is one more than the gallery's (or
+    /// than the recorded one, for a gallery built from scratch), so it never goes back.
+    pub fn save(&self, lock: &WriterLock, gallery: &mut Gallery) -> Result<(), StoreError> {
+        if lock.guards() != self.path {
+            return Err(StoreError::WrongLock {
+                path: self.label(),
+                held: lock.guards().display().to_string(),
+            });
+        }
+        let recorded = match &self.state {
+            Some(s) => s.gallery_generation(&self.path)?,
+            None => 0,
+        };
+        let generation = gallery.generation.max(recorded) + 1;
+        let mut next = gallery.clone();
+        next.generation = generation;
+        let plain = next.encode().map_err(|source| StoreError::Format {
             path: self.label(),
             source,
         })?;
@@ -138,18 +228,55 @@ impl GalleryStore {
             path: self.label(),
             source,
         })?;
-        shared::atomic::atomic_write_mode(&self.path, &sealed, Some(0o600)).map_err(|source| {
-            StoreError::Io {
+        shared::atomic::atomic_write_keeping_owner(&self.path, &sealed, 0o600).map_err(
+            |source| StoreError::Io {
                 path: self.label(),
                 source,
-            }
-        })?;
+            },
+        )?;
+        gallery.generation = generation;
+        // After the gallery: a crash in between leaves a record older than the file, which
+        // loads; the other order could refuse the newest gallery.
+        if let Some(state) = &self.state {
+            state.record_gallery(&self.path, generation)?;
+        }
         self.remove_stale_temp_files();
         Ok(())
     }
 
+    /// Load, change and save under the writer lock (`wait`: see [`WriterLock::acquire`]), so
+    /// `change` always sees the newest gallery and no other writer's change is lost. A missing
+    /// file is a new, empty gallery for `new` = (model id, dimension), else
+    /// [`StoreError::Missing`]; with `new` the model is also checked as in
+    /// [`Self::load_for_model`]. When `change` fails nothing is written.
+    pub fn edit<T, E: From<StoreError>>(
+        &self,
+        wait: Option<Duration>,
+        new: Option<(&str, usize)>,
+        change: impl FnOnce(&mut Gallery) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let lock = self.lock(wait)?;
+        let mut g = match new {
+            Some((model_id, dim)) => self.load_for_model(model_id, dim)?,
+            None => self
+                .load()?
+                .ok_or_else(|| StoreError::Missing { path: self.label() })?,
+        };
+        let out = change(&mut g)?;
+        self.save(&lock, &mut g)?;
+        Ok(out)
+    }
+
+    /// [`Self::save`] for tools that write a whole gallery: takes the lock (failing at once
+    /// when another writer holds it) just for this write.
+    pub fn replace(&self, gallery: &mut Gallery) -> Result<(), StoreError> {
+        let lock = self.lock(None)?;
+        self.save(&lock, gallery)
+    }
+
     /// A writer killed between creating its temp file and renaming it leaves the temp file
-    /// behind (the gallery itself is intact); remove such leftovers of our own file.
+    /// behind (the gallery itself is intact); remove such leftovers of our own file. Runs
+    /// under the writer lock, so no live writer's temp file is touched.
     fn remove_stale_temp_files(&self) {
         let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
             return;
@@ -207,8 +334,10 @@ mod tests {
         let path = dir.path().join("gallery.bin");
         let store = GalleryStore::new(&path, GalleryKey::from_bytes([1; 32]));
         assert_eq!(store.load().unwrap(), None);
-        store.save(&gallery(2)).unwrap();
-        assert_eq!(store.load().unwrap(), Some(gallery(2)));
+        let mut g2 = gallery(2);
+        store.replace(&mut g2).unwrap();
+        assert_eq!(g2.generation, 1, "the first write is generation 1");
+        assert_eq!(store.load().unwrap(), Some(g2));
         let on_disk = std::fs::read(&path).unwrap();
         assert!(
             !on_disk.windows(11).any(|w| w == b"secret-name"),
@@ -259,7 +388,7 @@ mod tests {
         std::fs::write(dir.path().join(".g.bin.tmp.1.2"), b"half").unwrap();
         std::fs::write(dir.path().join("other.txt"), b"keep").unwrap();
         GalleryStore::new(&path, GalleryKey::from_bytes([1; 32]))
-            .save(&gallery(1))
+            .replace(&mut gallery(1))
             .unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -270,7 +399,7 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, vec!["g.bin", "other.txt"]);
+        assert_eq!(names, vec!["g.bin", "g.bin.lock", "other.txt"]);
     }
 
     #[test]
@@ -279,12 +408,14 @@ mod tests {
         let cfg = GalleryConfig {
             path: dir.path().join("g.bin"),
             key: KeySource::File(dir.path().join("g.key")),
+            state: None,
         };
         let store = GalleryStore::from_config(&cfg).unwrap();
-        store.save(&gallery(1)).unwrap();
+        let mut g1 = gallery(1);
+        store.replace(&mut g1).unwrap();
         assert_eq!(
             GalleryStore::from_config(&cfg).unwrap().load().unwrap(),
-            Some(gallery(1))
+            Some(g1)
         );
         std::fs::remove_file(dir.path().join("g.key")).unwrap();
         let e = GalleryStore::from_config(&cfg).unwrap_err().to_string();

@@ -22,7 +22,8 @@ pub fn kit(rel: &str) -> Option<PathBuf> {
     None
 }
 
-/// edge.toml text for YuNet + SFace from the kit, with the gallery in `dir`.
+/// edge.toml text for YuNet + SFace from the kit, with the gallery, the audit log and the
+/// state file in `dir`.
 pub fn sface_config(yunet: &Path, sface: &Path, dir: &Path, input_size: u32) -> String {
     format!(
         r#"
@@ -45,11 +46,15 @@ input_size = {input_size}
 [gallery]
 path = "{gallery}"
 key_file = "{key}"
+
+[audit]
+path = "{audit}"
 "#,
         sface = sface.display(),
         yunet = yunet.display(),
         gallery = dir.join("gallery.bin").display(),
         key = dir.join("gallery.key").display(),
+        audit = dir.join("audit.jsonl").display(),
     )
 }
 

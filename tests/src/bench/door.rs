@@ -154,7 +154,7 @@ pub fn pad_gallery(from: &Path, to: &Path, key: &Path, total: usize) -> Result<u
         i += 1;
     }
     GalleryStore::new(to, key)
-        .save(&g)
+        .replace(&mut g)
         .with_context(|| format!("writing {}", to.display()))?;
     Ok(g.people.len())
 }
