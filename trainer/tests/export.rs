@@ -336,9 +336,10 @@ fn bundles_verify_and_every_tampering_names_the_failed_check() {
             .arg(&key)
             .arg("--out")
             .arg(&out)
-            .args(["--dataset", "synth-test"]),
+            .args(["--dataset", "synth-test", "--version", "3"]),
     );
     let b = Bundle::open(&out, &[trusted]).unwrap();
+    assert_eq!(b.manifest.bundle_version, 3, "trainer bundle --version");
     assert_eq!(b.manifest.model_sha256, sha);
     assert_eq!(b.manifest.embedding_dim, 64);
     assert_eq!(b.manifest.input_name, "data");
