@@ -5,26 +5,34 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
+# One package set and one feature set per target, used by every command below: cargo compiles a
+# dependency once per (target, features) it is asked for, so `make demo`, `make test` and the
+# package test must ask the same (a different -p list or `build` instead of `test` changes which
+# dependency features are unified, and tract is compiled again).
 HOST_PACKAGES := -p maskgate-shared -p edge -p trainer -p maskgate-e2e
-CROSS_PACKAGES := -p maskgate-shared -p edge
+CROSS_PACKAGES := -p maskgate-shared -p edge --features edge/device
+AARCH64 := aarch64-unknown-linux-gnu
+ARMV7 := armv7-unknown-linux-gnueabihf
 OUT ?= out/demo
 
 CARGO_TARGET_DIR_OR_TARGET = $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 
-.PHONY: setup demo ablation test test-host test-aarch64 build-armv7 package test-package fmt clippy
+.PHONY: setup build-host demo ablation test test-host test-aarch64 build-armv7 package test-package fmt clippy
 
 setup:
 	@bash scripts/setup.sh
 
-# The dev profile already builds every dependency at opt-level 3 (Cargo.toml), so the demo
-# shares the test build instead of compiling tract and libtorch bindings a second time.
-demo: setup
-	$(CARGO) build -p trainer -p edge -p maskgate-e2e
+# The dev profile already builds every dependency at opt-level 3 (Cargo.toml). The demo builds
+# its binaries as `make test` does (`cargo test --no-run` over the same packages), so a later
+# `make test` compiles no dependency again.
+demo: setup build-host
 	bash scripts/demo.sh "$(OUT)"
 
+build-host:
+	$(CARGO) test --no-run $(HOST_PACKAGES)
+
 # Every ablation row (docs/ABLATION.md) on the demo's data, budget and seeds (~40 min on 2 cores).
-ablation: setup
-	$(CARGO) build -p trainer -p edge -p maskgate-e2e
+ablation: setup build-host
 	$(CARGO_TARGET_DIR_OR_TARGET)/debug/maskgate-demo ablation --out out/ablation
 	@echo "out/ablation/ablation.md written; docs/ABLATION.md keeps the committed run with its reading"
 
@@ -34,23 +42,30 @@ test: setup test-host test-aarch64 build-armv7 test-package
 test-host:
 	$(CARGO) test $(HOST_PACKAGES)
 
-# The edge runs on ARM: its unit tests (and the shared contracts) run under qemu-aarch64, with
-# the device features (V4L2 camera, GPIO) the deployment package ships.
+# The edge runs on ARM: the shared contracts and the edge's tests (tract's NEON kernels on the
+# real models, the gallery's crypto and formats, the door loop, the CLI) run under qemu-aarch64,
+# with the device features (V4L2 camera, GPIO) the deployment package ships. The trainer and
+# the e2e crate need libtorch and stay on the host.
 test-aarch64:
 	EDGE_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
-	  $(CARGO) test --target aarch64-unknown-linux-gnu $(CROSS_PACKAGES) --features edge/device
+	  $(CARGO) test --target $(AARCH64) $(CROSS_PACKAGES)
 
-# Proves the armv7 build (dev profile, to keep CI short; `make package` builds release).
+# Proves that the armv7 edge compiles and links with the device features. Dependencies at
+# opt-level 0 here: nothing runs this build, and optimising tract for a third target would be
+# CI's longest step. `make package` builds the release binaries.
 build-armv7:
-	$(CARGO) build --target armv7-unknown-linux-gnueabihf -p edge --features device
+	$(CARGO) build --target $(ARMV7) -p edge --features device \
+	  --config 'profile.dev.package."*".opt-level=0'
 
 # Device tarballs (aarch64, armv7) in out/package; BUNDLE=path adds the signed bundle.
 package: setup
 	bash scripts/package.sh
 
-# Install the aarch64 package into a scratch root and run it under qemu.
+# Install the aarch64 package into a scratch root and run it under qemu. It packages the edge
+# binary that test-aarch64 built and tested (built here, with the same command, when run alone).
 test-package:
-	PROFILE=dev bash scripts/test-package.sh
+	$(CARGO) test --no-run --target $(AARCH64) $(CROSS_PACKAGES)
+	EDGE_BIN=$(CARGO_TARGET_DIR_OR_TARGET)/$(AARCH64)/debug/edge bash scripts/test-package.sh
 
 fmt:
 	$(CARGO) fmt --all
@@ -66,5 +81,5 @@ BENCH_ARGS ?= --out docs/BENCHMARKS.md
 .PHONY: bench
 bench: setup
 	bash scripts/bench/ensure_venv.sh
-	$(CARGO) build -p trainer -p edge -p maskgate-e2e
+	$(CARGO) test --no-run $(HOST_PACKAGES)
 	"$${CARGO_TARGET_DIR:-target}/debug/maskgate-bench" $(BENCH_ARGS)

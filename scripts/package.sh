@@ -4,6 +4,8 @@
 #   scripts/package.sh                       both targets into out/package
 #   TARGETS=aarch64-unknown-linux-gnu OUT=dir BUNDLE=path/to/bundle scripts/package.sh
 #   PROFILE=dev ...                           a quick unoptimised package, for trying the flow
+#   EDGE_BIN=path TARGETS=one-target ...      package an edge binary built already (make test
+#                                             reuses the one its aarch64 stage built and tested)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,20 +14,31 @@ OUT=${OUT:-out/package}
 BUNDLE=${BUNDLE:-}
 CARGO=${CARGO:-cargo}
 PROFILE=${PROFILE:-release}
+EDGE_BIN=${EDGE_BIN:-}
 [ "$PROFILE" = dev ] && profile_dir=debug || profile_dir=$PROFILE
 target_dir=${CARGO_TARGET_DIR:-target}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 [ -z "$BUNDLE" ] || [ -e "$BUNDLE" ] || { echo "package.sh: BUNDLE=$BUNDLE does not exist" >&2; exit 1; }
+if [ -n "$EDGE_BIN" ]; then
+  [ -x "$EDGE_BIN" ] || { echo "package.sh: EDGE_BIN=$EDGE_BIN is not an executable" >&2; exit 1; }
+  [ "$(wc -w <<<"$TARGETS")" -eq 1 ] || { echo "package.sh: EDGE_BIN needs exactly one target in TARGETS" >&2; exit 1; }
+fi
 mkdir -p "$OUT"
 for target in $TARGETS; do
-  echo "[package] building edge for $target"
-  $CARGO build --profile "$PROFILE" --locked --target "$target" -p edge --features device
+  if [ -n "$EDGE_BIN" ]; then
+    bin=$EDGE_BIN
+    echo "[package] packaging $bin for $target"
+  else
+    echo "[package] building edge for $target"
+    $CARGO build --profile "$PROFILE" --locked --target "$target" -p edge --features device
+    bin=$target_dir/$target/$profile_dir/edge
+  fi
   name=maskgate-edge-$version-$target
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"' EXIT
   mkdir -p "$stage/$name/bin"
-  install -m 0755 "$target_dir/$target/$profile_dir/edge" "$stage/$name/bin/edge"
+  install -m 0755 "$bin" "$stage/$name/bin/edge"
   install -m 0644 packaging/edge.toml packaging/edge.service docs/DEPLOY.md "$stage/$name/"
   install -m 0755 packaging/install.sh "$stage/$name/"
   if [ -n "$BUNDLE" ]; then

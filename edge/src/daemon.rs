@@ -49,10 +49,38 @@ pub struct EventStamp {
 /// its report this way). `()` ignores them.
 pub trait DoorObserver {
     fn on_event(&mut self, stamp: EventStamp, event: &DoorEvent);
+
+    /// The deciding thread is done with frame `seq`: decided on (`decided`, its events already
+    /// passed to [`Self::on_event`]) or skipped as too old. Frames dropped, unreadable or not
+    /// recognised never get here.
+    fn on_frame_done(&mut self, _seq: u64, _decided: bool) {}
 }
 
 impl DoorObserver for () {
     fn on_event(&mut self, _: EventStamp, _: &DoorEvent) {}
+}
+
+/// The terminal's clock, time since the run started: frames are stamped with it when captured
+/// and the door is ticked by it. [`MonotonicClock`] is the wall clock; a test drives its own, so
+/// the door's time windows follow its script instead of the machine's speed.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Duration;
+}
+
+/// Monotonic wall time since [`MonotonicClock::start`].
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock(Instant);
+
+impl MonotonicClock {
+    pub fn start() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
 }
 
 /// `[daemon]`.
@@ -263,6 +291,38 @@ where
 pub fn run_observed<R, C, B, S, F, Rec>(
     cfg: &DaemonConfig,
     open_source: F,
+    recognizer: Rec,
+    door: DoorController<R, C, B>,
+    audit: &mut AuditLog,
+    shutdown: &Shutdown,
+    observer: &mut dyn DoorObserver,
+) -> (DoorParts<R, C, B>, Result<DaemonReport, DaemonError>)
+where
+    R: OutputPin,
+    C: InputPin,
+    B: InputPin,
+    S: FrameSource,
+    F: FnOnce() -> Result<S, FrameError> + Send + 'static,
+    Rec: FaceRecognizer + 'static,
+{
+    run_clocked(
+        cfg,
+        Arc::new(MonotonicClock::start()),
+        open_source,
+        recognizer,
+        door,
+        audit,
+        shutdown,
+        observer,
+    )
+}
+
+/// [`run_observed`] on `clock` instead of the wall clock.
+#[allow(clippy::too_many_arguments)] // run_observed's arguments and the clock
+pub fn run_clocked<R, C, B, S, F, Rec>(
+    cfg: &DaemonConfig,
+    clock: Arc<dyn Clock>,
+    open_source: F,
     mut recognizer: Rec,
     mut door: DoorController<R, C, B>,
     audit: &mut AuditLog,
@@ -277,22 +337,22 @@ where
     F: FnOnce() -> Result<S, FrameError> + Send + 'static,
     Rec: FaceRecognizer + 'static,
 {
-    let clock = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
     let frames = Arc::new(LatestSlot::<Stamped<Frame>>::new());
     let results = Arc::new(LatestSlot::<Stamped<Vec<Observation>>>::new());
 
     let capture = {
-        let (stop, counters, frames) = (
+        let (stop, counters, frames, clock) = (
             Arc::clone(&stop),
             Arc::clone(&counters),
             Arc::clone(&frames),
+            Arc::clone(&clock),
         );
         thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
-                let cause = capture_loop(open_source, &frames, &counters, &stop, clock);
+                let cause = capture_loop(open_source, &frames, &counters, &stop, &*clock);
                 frames.close(cause);
             })
     };
@@ -316,7 +376,7 @@ where
                 observer,
             };
             let decided = decide_loop(
-                cfg, &mut door, &mut sink, &results, &counters, shutdown, clock,
+                cfg, &mut door, &mut sink, &results, &counters, shutdown, &*clock,
             );
             stop.store(true, Ordering::SeqCst);
             frames.close(StopCause::Stopped);
@@ -405,7 +465,7 @@ fn capture_loop<S, F>(
     frames: &LatestSlot<Stamped<Frame>>,
     counters: &Counters,
     stop: &AtomicBool,
-    clock: Instant,
+    clock: &dyn Clock,
 ) -> StopCause
 where
     S: FrameSource,
@@ -421,7 +481,7 @@ where
             Ok(Some(frame)) => {
                 counters.captured.fetch_add(1, Ordering::SeqCst);
                 let stamped = Stamped {
-                    at: clock.elapsed(),
+                    at: clock.now(),
                     seq: frame.seq,
                     item: frame,
                 };
@@ -478,21 +538,21 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
     results: &LatestSlot<Stamped<Vec<Observation>>>,
     counters: &Counters,
     shutdown: &Shutdown,
-    clock: Instant,
+    clock: &dyn Clock,
 ) -> Result<(), DaemonError> {
     let tick = Duration::from_millis(cfg.tick_ms);
     let max_age = Duration::from_millis(cfg.max_frame_age_ms);
     let status_every = Duration::from_secs(cfg.status_interval_s);
-    let mut next_status = clock.elapsed() + status_every;
+    let mut next_status = clock.now() + status_every;
     let at = |at: Duration| EventStamp { at, frame: None };
 
-    sink.record(door, at(clock.elapsed()), started())?;
+    sink.record(door, at(clock.now()), started())?;
     let stop_reason = loop {
         if shutdown.is_requested() {
             break "signal".to_string();
         }
         let taken = results.take(tick);
-        let now = clock.elapsed();
+        let now = clock.now();
         match door.tick(now) {
             Ok(events) => {
                 for e in events {
@@ -507,7 +567,8 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
                 seq,
                 item: faces,
             }) => {
-                if now.saturating_sub(captured) > max_age {
+                let decided = now.saturating_sub(captured) <= max_age;
+                if !decided {
                     sink.report.frames_stale += 1;
                     tracing::debug!(
                         "frame {seq} is {:?} old: not deciding on it",
@@ -525,6 +586,7 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
                         Err(e) => return Err(sink.fault(door, stamp, DaemonError::Door(e))),
                     }
                 }
+                sink.observer.on_frame_done(seq, decided);
             }
             Take::TimedOut => {}
             Take::Closed(StopCause::EndOfStream) => break "end of stream".to_string(),
@@ -543,7 +605,7 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
             log_status(door, sink.audit, counters, sink.report, now);
         }
     };
-    sink.stop(door, at(clock.elapsed()), stop_reason)
+    sink.stop(door, at(clock.now()), stop_reason)
 }
 
 /// The event that opens every run.

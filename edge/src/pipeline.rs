@@ -341,7 +341,7 @@ pub fn load_image(path: &Path) -> Result<RgbImage, PipelineError> {
         path: path.display().to_string(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let format = image::guess_format(&bytes)
         .map_err(|_| err("not a known image format (JPEG or PNG expected)".into()))?;
     if format == image::ImageFormat::Jpeg {

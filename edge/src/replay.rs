@@ -112,6 +112,7 @@ where
             Ok(None) => {}
             Err(e) => return Err(sink.fault(door, stamp, DaemonError::Door(e))),
         }
+        sink.observer.on_frame_done(frame.seq, true);
     };
     sink.stop(door, at(now), reason.to_string())
 }

@@ -111,7 +111,14 @@ fn crash_mid_write_leaves_the_old_or_the_new_gallery() {
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap(); // SIGKILL: no destructors, no cleanup
         child.wait().unwrap();
-        leftovers += std::fs::read_dir(dir.path()).unwrap().count() - 1;
+        // Each save removes the temp files of earlier killed writers once its rename is done,
+        // and the writer has one save in flight: at most one temp file, of our own naming.
+        let temps = temp_files(dir.path());
+        assert!(
+            temps.len() <= 1,
+            "round {round}: temp files pile up: {temps:?}"
+        );
+        leftovers += temps.len();
         let g = store
             .load()
             .unwrap_or_else(|e| panic!("round {round}: gallery unreadable after a kill: {e}"))
@@ -130,5 +137,32 @@ fn crash_mid_write_leaves_the_old_or_the_new_gallery() {
         );
         last = generation;
     }
-    eprintln!("{leftovers} temp file(s) were left by killed writers (removed by the next save)");
+    eprintln!("{leftovers} temp file(s) were left by killed writers");
+    // The next save cleans up after a killed writer: only the gallery remains, and it holds
+    // the new state.
+    store.save(&gallery_at(last + 1)).unwrap();
+    assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only gallery.bin remains"
+    );
+    assert_eq!(generation_of(&store.load().unwrap().unwrap()), last + 1);
+}
+
+/// Names in `dir` other than the gallery; each must be one of the gallery's temp files.
+fn temp_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "gallery.bin")
+        .collect();
+    names.sort();
+    for n in &names {
+        assert!(
+            n.starts_with(".gallery.bin.tmp."),
+            "unexpected file {n:?} beside the gallery"
+        );
+    }
+    names
 }

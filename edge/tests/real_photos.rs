@@ -81,24 +81,16 @@ fn real_small_enroll_one_identify_the_rest_and_groups() {
                 .unwrap_or_else(|e| e.clone())
         );
     }
-    let usable: Vec<&Photo> = photos.iter().filter(|p| p.outcome.is_ok()).collect();
-    assert!(
-        usable.len() >= 17,
-        "only {} of {} photos usable",
-        usable.len(),
-        photos.len()
-    );
-    // Every photo of a clearly visible face is usable; the documented hard cases may be refused.
+    // Every photo passes the quality gate, the kit's documented hard cases too, and with room
+    // to spare (YuNet measures): obama_small.jpg has 54 px between the eyes (gate: 20),
+    // obama_partial_face.jpg 113 px; over all photos the least sharpness is 181 (gate: 15),
+    // |roll| at most 3.4 deg (30), |yaw ratio| at most 0.21 (0.4), detector score at least 0.91
+    // (0.7). enroll_camera.rs identifies obama_small.jpg on the strength of this.
+    assert_eq!(photos.len(), 18, "identities.csv lists 18 photos");
     for ph in &photos {
-        if ph.outcome.is_err() {
-            assert!(
-                ph.rel.contains("partial") || ph.rel.contains("small"),
-                "{} refused: {:?}",
-                ph.rel,
-                ph.outcome
-            );
-        }
+        assert!(ph.outcome.is_ok(), "{} refused: {:?}", ph.rel, ph.outcome);
     }
+    let usable: Vec<&Photo> = photos.iter().collect();
     // Landmark order is image-left first (template order) on the usable frontal photos.
     for ph in &usable {
         let lm = ph.largest.as_ref().unwrap().landmarks;
@@ -242,8 +234,12 @@ fn real_small_enroll_one_identify_the_rest_and_groups() {
     assert!(p.process(&empty).unwrap().is_empty());
 }
 
+/// tract reads ONNX DequantizeLinear only per tensor or per axis, not opset 21's blocked
+/// quantization, so the zoo's int8bq YuNet (as users download it) is refused at load, on every
+/// architecture (the refusal comes from the ONNX translation, before any kernel runs). The
+/// refusal must name the file, the node's op and why.
 #[test]
-fn int8bq_detector_runs_or_names_the_unsupported_op() {
+fn int8bq_detector_is_refused_naming_the_file_and_the_op() {
     let Some(int8) = common::kit("models/yunet_2023mar.int8bq.onnx") else {
         return;
     };
@@ -254,27 +250,20 @@ fn int8bq_detector_runs_or_names_the_unsupported_op() {
         nms_iou: 0.3,
         max_faces: 8,
     };
-    match edge::Detector::load(&cfg) {
-        Ok(d) => {
-            let Some(photo) = common::kit("faces/real-small/obama/obama.jpg") else {
-                return;
-            };
-            let faces = d.detect(&load_image(&photo).unwrap()).unwrap();
-            assert_eq!(
-                faces.len(),
-                1,
-                "the int8bq detector runs: it must find the one face"
-            );
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            eprintln!("int8bq YuNet refused: {msg}");
-            assert!(
-                msg.contains("yunet_2023mar.int8bq.onnx") && msg.contains("DequantizeLinear"),
-                "{msg}"
-            );
-        }
-    }
+    let msg = match edge::Detector::load(&cfg) {
+        Ok(_) => panic!(
+            "tract now loads blocked DequantizeLinear: test that the int8bq YuNet finds the face \
+             in obama/obama.jpg instead"
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        msg.starts_with("detector model ")
+            && msg.contains("yunet_2023mar.int8bq.onnx")
+            && msg.contains("(DequantizeLinear)")
+            && msg.contains("blocked quantization is not supported"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -301,9 +290,9 @@ fn corrupt_and_truncated_images_give_clear_errors() {
         "{e}"
     );
     for (p, what) in [
-        (&truncated, "truncated"),
-        (&garbage, "format"),
-        (&missing, ""),
+        (&truncated, "truncated JPEG"),
+        (&garbage, "not a known image format"),
+        (&missing, "cannot read"),
     ] {
         let e = load_image(p).unwrap_err().to_string();
         assert!(

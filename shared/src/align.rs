@@ -189,16 +189,94 @@ mod tests {
         }
     }
 
-    #[test]
-    fn mirrored_points_do_not_give_a_reflection() {
-        let mirrored: Vec<[f32; 2]> = ARCFACE_TEMPLATE_112
+    /// Root-mean-square distance between `t(src)` and `dst`.
+    fn rms_residual(t: &Similarity, src: &[[f32; 2]], dst: &[[f32; 2]]) -> f64 {
+        let sum: f64 = transform_points(t, src)
             .iter()
-            .map(|p| [112.0 - p[0], p[1]])
-            .collect();
-        let est = estimate_similarity(&mirrored, &ARCFACE_TEMPLATE_112).unwrap();
-        // A similarity has determinant a² + b² > 0 by construction: no reflection is possible.
-        assert!(est.a * est.a + est.b * est.b > 0.0);
-        assert!(est.scale() < 1.5 && est.scale() > 0.1);
+            .zip(dst)
+            .map(|(p, d)| ((p[0] - d[0]) as f64).powi(2) + ((p[1] - d[1]) as f64).powi(2))
+            .sum();
+        (sum / src.len() as f64).sqrt()
+    }
+
+    /// Twice the signed area of the triangle `p0 p1 p2`: its sign is the triangle's orientation.
+    fn orientation(p: &[[f32; 2]]) -> f64 {
+        let (u, v) = (
+            [(p[1][0] - p[0][0]) as f64, (p[1][1] - p[0][1]) as f64],
+            [(p[2][0] - p[0][0]) as f64, (p[2][1] - p[0][1]) as f64],
+        );
+        u[0] * v[1] - u[1] * v[0]
+    }
+
+    #[test]
+    fn mirrored_points_get_the_best_rotation_not_a_reflection() {
+        let template = &ARCFACE_TEMPLATE_112;
+        let mirrored: Vec<[f32; 2]> = template.iter().map(|p| [112.0 - p[0], p[1]]).collect();
+        // The reflection x -> 112 - x maps the mirrored points exactly onto the template; a
+        // transform that can flip would fit them with residual 0.
+        let est = estimate_similarity(&mirrored, template).unwrap();
+        let mapped = transform_points(&est, &mirrored);
+        // Orientation is kept: the mapped eye-eye-nose triangle turns the way the mirrored
+        // input does, the opposite of the template's.
+        assert!(
+            orientation(&mirrored) * orientation(&mapped) > 0.0,
+            "{est:?}"
+        );
+        assert!(
+            orientation(template) * orientation(&mapped) < 0.0,
+            "{est:?}"
+        );
+        // Without a flip the best fit shrinks the face towards the template's centre (left and
+        // right swap): scale 0.225, rotation -0.011 rad, residual 22.65 px against the
+        // template's own spread of 23.25 px.
+        assert!((est.scale() - 0.2253).abs() < 1e-3, "{est:?}");
+        assert!((est.rotation_rad() + 0.0112).abs() < 1e-3, "{est:?}");
+        let residual = rms_residual(&est, &mirrored, template);
+        assert!((residual - 22.649).abs() < 0.01, "residual {residual}");
+        // It is the least-squares optimum among all proper similarities: no rotation angle
+        // (each with its best scale >= 0 and translation) fits better.
+        let best_on_grid = (0..3600)
+            .map(|k| {
+                let theta = k as f64 * std::f64::consts::TAU / 3600.0;
+                let (cos, sin) = (theta.cos(), theta.sin());
+                let unit = Similarity {
+                    a: cos,
+                    b: sin,
+                    tx: 0.0,
+                    ty: 0.0,
+                };
+                let centre = |pts: &[[f32; 2]]| {
+                    let n = pts.len() as f64;
+                    let s = pts
+                        .iter()
+                        .fold([0.0, 0.0], |s, p| [s[0] + p[0] as f64, s[1] + p[1] as f64]);
+                    [s[0] / n, s[1] / n]
+                };
+                let (ms, md) = (centre(&mirrored), centre(template));
+                let (mut num, mut den) = (0.0, 0.0);
+                for (p, d) in mirrored.iter().zip(template) {
+                    let r = unit.apply([p[0] as f64 - ms[0], p[1] as f64 - ms[1]]);
+                    num += r[0] * (d[0] as f64 - md[0]) + r[1] * (d[1] as f64 - md[1]);
+                    den += r[0] * r[0] + r[1] * r[1];
+                }
+                let scale = (num / den).max(0.0);
+                let (a, b) = (scale * cos, scale * sin);
+                let t = Similarity {
+                    a,
+                    b,
+                    tx: md[0] - (a * ms[0] - b * ms[1]),
+                    ty: md[1] - (b * ms[0] + a * ms[1]),
+                };
+                rms_residual(&t, &mirrored, template)
+            })
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            residual <= best_on_grid + 1e-6,
+            "estimate {residual} px, a rotation on the grid fits with {best_on_grid} px"
+        );
+        // The same points unmirrored are fitted exactly.
+        let same = estimate_similarity(template, template).unwrap();
+        assert!(rms_residual(&same, template, template) < 1e-4, "{same:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! postcard sees the bytes (postcard alone would happily decode many flipped bytes).
 
 use serde::{de::DeserializeOwned, Serialize};
+use std::cell::RefCell;
 
 const MAGIC: &[u8; 4] = b"MGAT";
 const HEADER_LEN: usize = 4 + 1 + 2 + 4;
@@ -137,10 +138,32 @@ pub fn open(kind: Kind, supported: u16, bytes: &[u8]) -> Result<(u16, &[u8]), En
     Ok((version, &body[HEADER_LEN..]))
 }
 
+thread_local! {
+    /// The message of the last validation error raised through [`invalid`] on this thread.
+    /// postcard's `de::Error::custom` drops its message (postcard 1.x `Error::SerdeDeCustom`
+    /// carries none), so without this a refused record would only say "Serde Deserialization
+    /// Error" instead of why it was refused.
+    static INVALID: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A `Deserialize` impl's validation error whose message survives postcard: use this instead
+/// of `E::custom` in the records' validating impls.
+pub(crate) fn invalid<E: serde::de::Error>(msg: impl std::fmt::Display) -> E {
+    let text = msg.to_string();
+    INVALID.with(|slot| *slot.borrow_mut() = Some(text.clone()));
+    E::custom(text)
+}
+
 /// Decode a whole postcard payload; leftover bytes are an error.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, EnvelopeError> {
-    let (value, rest) = postcard::take_from_bytes::<T>(payload)
-        .map_err(|e| EnvelopeError::Decode(e.to_string()))?;
+    INVALID.with(|slot| slot.borrow_mut().take());
+    let (value, rest) = postcard::take_from_bytes::<T>(payload).map_err(|e| {
+        let kept = INVALID.with(|slot| slot.borrow_mut().take());
+        EnvelopeError::Decode(match (e, kept) {
+            (postcard::Error::SerdeDeCustom, Some(why)) => why,
+            (e, _) => e.to_string(),
+        })
+    })?;
     if !rest.is_empty() {
         return Err(EnvelopeError::TrailingBytes { len: rest.len() });
     }

@@ -108,7 +108,7 @@ impl Embedding {
 impl<'de> Deserialize<'de> for Embedding {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Vec::<f32>::deserialize(d)?;
-        Embedding::from_unit(v).map_err(serde::de::Error::custom)
+        Embedding::from_unit(v).map_err(envelope::invalid)
     }
 }
 
@@ -404,7 +404,36 @@ mod tests {
             created_unix: 0,
         };
         let err = Template::decode(&bad.encode().unwrap()).unwrap_err();
-        assert!(matches!(err, EnvelopeError::Decode(m) if m.contains("norm") || !m.is_empty()));
+        assert_eq!(
+            err,
+            EnvelopeError::Decode("embedding norm is 5, expected 1".into())
+        );
+        assert_eq!(
+            err.to_string(),
+            "payload does not decode: embedding norm is 5, expected 1"
+        );
+        // Nested in a gallery, the same vector is refused with the same reason.
+        let t = Template {
+            embedding: Embedding::normalize(&[3.0, 4.0]).unwrap(),
+            ..bad.clone()
+        };
+        let mut g = Gallery::new("ab".repeat(32), 2);
+        g.people
+            .push(PersonRecord::new(PersonId([3; 16]), "Cy".into(), vec![t], 0).unwrap());
+        g.people[0].templates[0] = bad;
+        let bytes = envelope::seal(Kind::Gallery, GALLERY_VERSION, &g).unwrap();
+        assert_eq!(
+            Gallery::decode(&bytes).unwrap_err(),
+            EnvelopeError::Decode("embedding norm is 5, expected 1".into())
+        );
+        // A reason left over from an earlier refusal never leaks into an unrelated error.
+        let _: postcard::Error = envelope::invalid("stale reason");
+        let short = envelope::seal(Kind::Gallery, GALLERY_VERSION, &"ab".to_string()).unwrap();
+        let err = Gallery::decode(&short).unwrap_err();
+        assert!(
+            matches!(&err, EnvelopeError::Decode(m) if !m.contains("stale") && m.contains("end of buffer")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,6 +26,12 @@ enum Command {
         /// The CI-sized budget (a minute) instead of the full one (about ten).
         #[arg(long)]
         smoke: bool,
+        /// Another seed (data, initialisation, masks) than the budget's own.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// libtorch threads per training (1 by default; another count trains another model).
+        #[arg(long)]
+        threads: Option<u32>,
     },
     /// Train every ablation row on the same data, teacher, budget and seeds; writes
     /// <out>/ablation.md.
@@ -53,6 +59,8 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run {
         out: PathBuf::from("out/demo"),
         smoke: false,
+        seed: None,
+        threads: None,
     });
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,12 +74,23 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<()> {
     let tools = Tools::locate()?;
     match command {
-        Command::Run { out, smoke } => {
-            let cfg = if smoke {
+        Command::Run {
+            out,
+            smoke,
+            seed,
+            threads,
+        } => {
+            let mut cfg = if smoke {
                 DemoConfig::smoke()
             } else {
                 DemoConfig::full()
             };
+            if let Some(seed) = seed {
+                cfg.seed = seed;
+            }
+            if let Some(threads) = threads {
+                cfg.train_threads = threads;
+            }
             eprintln!(
                 "maskgate demo: everything goes to {} (log: demo.log)",
                 out.display()

@@ -8,8 +8,10 @@ mod results;
 
 pub use edge_config::{door_config_toml, toml_str};
 pub use layout::Layout;
-use results::{operating_point_rows, ProbeAnswer};
-pub use results::{parse_eval, DoorStats, EvalRow, OperatingPointRow, ProbeStats};
+use results::operating_point_rows;
+pub use results::{
+    parse_eval, DoorStats, DoorVisit, EvalRow, OperatingPointRow, ProbeAnswer, ProbeStats,
+};
 
 use crate::tools::{run_logged, Tools};
 use anyhow::{bail, Context, Result};
@@ -34,6 +36,9 @@ pub struct DemoConfig {
     pub probes: u32,
     pub teacher_steps: u64,
     pub student_steps: u64,
+    /// libtorch threads per training. Training is deterministic for one thread count on one
+    /// CPU; another count (or CPU) sums in another order and ends at another model.
+    pub train_threads: u32,
     /// The quantized variant shipped in the bundle (f32 when it misses its accuracy budget).
     pub variant: String,
     /// The door's operating point (FAR per comparison; a gallery of N people multiplies a
@@ -57,6 +62,7 @@ impl DemoConfig {
             probes: 2,
             teacher_steps: 250,
             student_steps: 250,
+            train_threads: 1,
             variant: "f16".into(),
             selected_far: 1e-3,
         }
@@ -75,6 +81,7 @@ impl DemoConfig {
             probes: 1,
             teacher_steps: 30,
             student_steps: 30,
+            train_threads: 1,
             variant: "f16".into(),
             selected_far: 1e-2,
         }
@@ -100,6 +107,8 @@ pub struct DemoResults {
     pub unmasked: ProbeStats,
     pub masked: ProbeStats,
     pub strangers: ProbeStats,
+    /// Every probe's answer, in the order `edge identify` gave them.
+    pub answers: Vec<ProbeAnswer>,
     /// Every calibrated operating point applied to the same identify scores.
     pub operating_points: Vec<OperatingPointRow>,
     pub door: DoorStats,
@@ -169,8 +178,13 @@ impl<'a> Demo<'a> {
     }
 
     fn edge(&self) -> Command {
+        self.edge_at(&self.layout.edge())
+    }
+
+    /// The edge with the terminal whose edge.toml lives in `dir`.
+    fn edge_at(&self, dir: &Path) -> Command {
         let mut c = Command::new(&self.tools.edge);
-        c.arg("--config").arg(self.layout.edge().join("edge.toml"));
+        c.arg("--config").arg(dir.join("edge.toml"));
         c
     }
 
@@ -214,7 +228,7 @@ impl<'a> Demo<'a> {
         let bundle = self.step("sign bundle", |d| d.bundle(&model, &variant))?;
         self.step("edge config", |d| d.edge_config(&bundle))?;
         let enrolled = self.step("edge enroll", |d| d.enroll())?;
-        let (unmasked, masked, strangers, operating_points) =
+        let (unmasked, masked, strangers, answers, operating_points) =
             self.step("edge identify", |d| d.identify(&thresholds))?;
         let door = self.step("door dry run", |d| d.door())?;
         if let Some(b) = &self.progress {
@@ -233,6 +247,7 @@ impl<'a> Demo<'a> {
             unmasked,
             masked,
             strangers,
+            answers,
             operating_points,
             door,
             roc_png: self.layout.root.join("eval/student_roc.png"),
@@ -279,6 +294,7 @@ impl<'a> Demo<'a> {
             format!("run.out_dir={}", toml_str(&self.layout.runs(name))),
             format!("run.steps={steps}"),
             format!("run.seed={}", self.cfg.seed),
+            format!("run.threads={}", self.cfg.train_threads),
             // The explicit `trainer eval` step evaluates; no second evaluation inside training.
             format!("run.eval_every={}", steps + 1),
             format!("run.checkpoint_every={steps}"),
@@ -468,7 +484,13 @@ impl Demo<'_> {
     fn identify(
         &mut self,
         thresholds: &shared::ThresholdConfig,
-    ) -> Result<(ProbeStats, ProbeStats, ProbeStats, Vec<OperatingPointRow>)> {
+    ) -> Result<(
+        ProbeStats,
+        ProbeStats,
+        ProbeStats,
+        Vec<ProbeAnswer>,
+        Vec<OperatingPointRow>,
+    )> {
         let mut probes = Vec::new();
         for dir in self
             .door_dirs("person_")?
@@ -517,6 +539,7 @@ impl Demo<'_> {
             }
             let best = &r["best"];
             answers.push(ProbeAnswer {
+                image: image.clone(),
                 owner: owner.clone(),
                 stranger: owner.starts_with("stranger_"),
                 masked: is_masked,
@@ -527,6 +550,7 @@ impl Demo<'_> {
                 } else {
                     shared::Condition::Unmasked
                 },
+                accepted: best["accepted"] == true,
             });
             if best["accepted"] == true {
                 if best["name"].as_str() == Some(owner.as_str()) {
@@ -546,18 +570,12 @@ impl Demo<'_> {
             );
         }
         let rows = operating_point_rows(thresholds, &answers);
-        Ok((unmasked, masked, strangers, rows))
+        Ok((unmasked, masked, strangers, answers, rows))
     }
 
     /// Visitors walk up one after another (enrolled people masked and unmasked, then
-    /// strangers), with empty frames between them; `edge run --dry-run` decides on a simulated
-    /// relay. Each door event is matched to the visitor in front of the camera at its frame.
+    /// strangers) and the door decides on a simulated relay.
     fn door(&mut self) -> Result<DoorStats> {
-        const VISITOR_FRAMES: usize = 4;
-        const GAP_FRAMES: usize = 5;
-        let frames = self.layout.edge().join("frames");
-        let _ = std::fs::remove_dir_all(&frames);
-        std::fs::create_dir_all(&frames)?;
         let mut visitors: Vec<(String, PathBuf)> = Vec::new();
         for (i, dir) in self.door_dirs("person_")?.into_iter().enumerate() {
             let probe = if i % 2 == 0 {
@@ -570,6 +588,51 @@ impl Demo<'_> {
         for dir in self.door_dirs("stranger_")? {
             visitors.push((file_name(&dir), dir.join("probe_0_masked.png")));
         }
+        self.door_run(&self.layout.edge(), &visitors)
+    }
+
+    /// A second terminal beside the demo's (`<root>/edge-control`, same bundle, its own
+    /// gallery, frames and audit log) on which every door person is enrolled from ONE photo and
+    /// then shows the door that same photo. Its embedding equals the stored template, so the
+    /// score is 1 whatever the model learned: the door must let each of them in, as themselves.
+    /// This is the check that the chain enroll -> gallery -> match -> relay opens the door on
+    /// any machine, which a barely trained model's verdicts on real probes cannot be.
+    pub fn control_door(&mut self) -> Result<DoorStats> {
+        let dir = self.layout.root.join("edge-control");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let bundle = self.layout.root.join("student.mgb");
+        let pubkey = self.layout.root.join("keys/demo.pub");
+        let model = format!(
+            "[model.bundle]\npath = {}\ntrusted_key_files = [{}]\n",
+            toml_str(&bundle),
+            toml_str(&pubkey)
+        );
+        let text = door_config_toml("the maskgate demo (control door)", &model, "gallery.bin");
+        let config = dir.join("edge.toml");
+        shared::atomic_write(&config, text.as_bytes())
+            .with_context(|| format!("writing {}", config.display()))?;
+        let mut visitors = Vec::new();
+        for person in self.door_dirs("person_")? {
+            let photo = person.join("enroll_0.png");
+            let name = file_name(&person);
+            let mut cmd = self.edge_at(&dir);
+            cmd.args(["enroll", "--name", &name]).arg(&photo);
+            self.run(&mut cmd)?;
+            visitors.push((name, photo));
+        }
+        self.door_run(&dir, &visitors)
+    }
+
+    /// `edge run --dry-run` on the terminal in `edge_dir` while `visitors` walk up one after
+    /// another, with empty frames between them. Each door event is matched to the visitor in
+    /// front of the camera at its frame.
+    fn door_run(&mut self, edge_dir: &Path, visitors: &[(String, PathBuf)]) -> Result<DoorStats> {
+        const VISITOR_FRAMES: usize = 4;
+        const GAP_FRAMES: usize = 5;
+        let frames = edge_dir.join("frames");
+        let _ = std::fs::remove_dir_all(&frames);
+        std::fs::create_dir_all(&frames)?;
         let blank = image::RgbImage::from_pixel(112, 112, image::Rgb([128, 128, 128]));
         let mut blank_png = Vec::new();
         blank
@@ -596,7 +659,7 @@ impl Demo<'_> {
                 owner_of_frame.push(None);
             }
         }
-        let mut cmd = self.edge();
+        let mut cmd = self.edge_at(edge_dir);
         cmd.args(["--json", "run", "--dry-run"]);
         let doc: Value = serde_json::from_str(&self.run(&mut cmd)?)
             .context("parsing `edge --json run --dry-run` output")?;
@@ -605,6 +668,14 @@ impl Demo<'_> {
                 .iter()
                 .filter(|(n, _)| n.starts_with("stranger_"))
                 .count(),
+            visits: visitors
+                .iter()
+                .map(|(visitor, image)| DoorVisit {
+                    visitor: visitor.clone(),
+                    image: image.clone(),
+                    unlocked_as: Vec::new(),
+                })
+                .collect(),
             ..Default::default()
         };
         stats.visitors_enrolled = visitors.len() - stats.visitors_strangers;
@@ -620,6 +691,7 @@ impl Demo<'_> {
             match (e["event"].as_str(), visitor) {
                 (Some("unlocked"), Some(v)) => {
                     let who = e["person"]["name"].as_str().unwrap_or_default();
+                    stats.visits[v].unlocked_as.push(who.to_string());
                     let visitor_name = &visitors[v].0;
                     if visitor_name.starts_with("stranger_") {
                         stats.strangers_let_in += 1;
@@ -636,7 +708,7 @@ impl Demo<'_> {
                 _ => {}
             }
         }
-        let audit = self.layout.edge().join("audit.jsonl");
+        let audit = edge_dir.join("audit.jsonl");
         let mut cmd = Command::new(&self.tools.edge);
         cmd.args(["audit", "verify"]).arg(&audit);
         stats.audit = self.run(&mut cmd)?.trim().to_string();

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One verification row of `trainer eval`'s JSON.
 #[derive(Debug, Clone, Serialize)]
@@ -60,14 +60,33 @@ pub struct OperatingPointRow {
 }
 
 /// One probe's best match as `edge identify` reported it.
-#[derive(Debug, Clone)]
-pub(super) struct ProbeAnswer {
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeAnswer {
+    pub image: PathBuf,
     pub owner: String,
     pub stranger: bool,
     pub masked: bool,
     pub best_name: Option<String>,
     pub score: Option<f32>,
     pub condition: shared::Condition,
+    /// The edge accepted `best_name` (its score passed the threshold in force).
+    pub accepted: bool,
+}
+
+impl ProbeAnswer {
+    /// Who the edge let this image in as, if anyone.
+    pub fn accepted_as(&self) -> Option<&str> {
+        self.best_name.as_deref().filter(|_| self.accepted)
+    }
+}
+
+/// One visitor of a door dry run: the image they showed and who the door unlocked for while
+/// they stood in front of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DoorVisit {
+    pub visitor: String,
+    pub image: PathBuf,
+    pub unlocked_as: Vec<String>,
 }
 
 /// Door outcomes of the dry run.
@@ -81,6 +100,7 @@ pub struct DoorStats {
     pub denials: usize,
     pub relay_pulses: usize,
     pub audit: String,
+    pub visits: Vec<DoorVisit>,
 }
 
 /// Apply every calibrated target FAR to the identify answers.
@@ -209,6 +229,7 @@ mod tests {
 
     fn answer(owner: &str, best: &str, score: f32, masked: bool, stranger: bool) -> ProbeAnswer {
         ProbeAnswer {
+            image: PathBuf::from(format!("{owner}/probe.png")),
             owner: owner.into(),
             stranger,
             masked,
@@ -219,6 +240,7 @@ mod tests {
             } else {
                 Condition::Unmasked
             },
+            accepted: false,
         }
     }
 
