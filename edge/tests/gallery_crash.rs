@@ -140,22 +140,28 @@ fn crash_mid_write_leaves_the_old_or_the_new_gallery() {
     eprintln!("{leftovers} temp file(s) were left by killed writers");
     // The next save cleans up after a killed writer: only the gallery remains, and it holds
     // the new state.
-    store.save(&gallery_at(last + 1)).unwrap();
+    store.replace(&mut gallery_at(last + 1)).unwrap();
     assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
     assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        1,
-        "only gallery.bin remains"
+        names,
+        ["gallery.bin", "gallery.bin.lock"],
+        "only the gallery and its writer lock remain"
     );
     assert_eq!(generation_of(&store.load().unwrap().unwrap()), last + 1);
 }
 
-/// Names in `dir` other than the gallery; each must be one of the gallery's temp files.
+/// Names in `dir` other than the gallery and its writer lock; each must be one of the
+/// gallery's temp files.
 fn temp_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "gallery.bin")
+        .filter(|n| n != "gallery.bin" && n != "gallery.bin.lock")
         .collect();
     names.sort();
     for n in &names {
