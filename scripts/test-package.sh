@@ -52,6 +52,8 @@ input_size = 320
 [gallery]
 path = "$scratch/root/var/lib/maskgate/gallery.bin"
 key_file = "$scratch/root/var/lib/maskgate/gallery.key"
+[audit]
+path = "$scratch/root/var/lib/maskgate/audit.jsonl"
 EOF
   edge --config "$scratch/site.toml" enroll --name Obama "$kit/faces/real-small/obama/obama.jpg" \
     || fail "enroll with the installed binary"

@@ -40,6 +40,10 @@ max_faces = 32
 [gallery]
 path = "gallery.bin"
 key_file = "gallery.key"
+
+# The audit log and the state file (rollback protection) stay beside this config.
+[audit]
+path = "audit.jsonl"
 "#,
         label = r.label(),
         yunet = crate::demo::toml_str(yunet),
