@@ -19,32 +19,61 @@ pub enum DeviceError {
     Index(String, usize),
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N`; loads CUDA on demand. `threads` sets libtorch's intra-op
-/// threads on the CPU (1 is fastest on a busy small machine).
-pub fn select_device(name: &str, threads: i32) -> Result<Device, DeviceError> {
-    if name == "cpu" {
-        if threads > 0 {
-            tch::set_num_threads(threads);
-        }
-        return Ok(Device::Cpu);
-    }
-    let index = match name {
-        "cuda" => 0usize,
+/// What a `--device` name asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Cpu,
+    Cuda(usize),
+}
+
+/// Parses `cpu`, `cuda` (= `cuda:0`), `cuda:N`.
+fn parse_device(name: &str) -> Result<Request, DeviceError> {
+    match name {
+        "cpu" => Ok(Request::Cpu),
+        "cuda" => Ok(Request::Cuda(0)),
         _ => name
             .strip_prefix("cuda:")
             .and_then(|i| i.parse().ok())
-            .ok_or_else(|| DeviceError::Unknown(name.to_string()))?,
-    };
-    load_cuda()?;
-    let count = tch::Cuda::device_count().max(0) as usize;
-    if !tch::Cuda::is_available() || count == 0 {
+            .map(Request::Cuda)
+            .ok_or_else(|| DeviceError::Unknown(name.to_string())),
+    }
+}
+
+/// The CUDA device `index` (asked for as `name`), given what libtorch reports once its CUDA
+/// library is loaded: whether CUDA is `available` and how many devices it sees. Kept free of
+/// libtorch so that both the GPU and the no-GPU answers are tested on every machine.
+fn cuda_device(
+    name: &str,
+    index: usize,
+    available: bool,
+    count: usize,
+) -> Result<Device, DeviceError> {
+    if !available || count == 0 {
         return Err(DeviceError::NoGpu(count));
     }
     if index >= count {
         return Err(DeviceError::Index(name.to_string(), count));
     }
-    tch::Cuda::cudnn_set_benchmark(true);
     Ok(Device::Cuda(index))
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`; loads CUDA on demand. `threads` sets libtorch's intra-op
+/// threads on the CPU (1 is fastest on a busy small machine).
+pub fn select_device(name: &str, threads: i32) -> Result<Device, DeviceError> {
+    let index = match parse_device(name)? {
+        Request::Cpu => {
+            if threads > 0 {
+                tch::set_num_threads(threads);
+            }
+            return Ok(Device::Cpu);
+        }
+        Request::Cuda(index) => index,
+    };
+    load_cuda()?;
+    let count = tch::Cuda::device_count().max(0) as usize;
+    let device = cuda_device(name, index, tch::Cuda::is_available(), count)?;
+    tch::Cuda::cudnn_set_benchmark(true);
+    Ok(device)
 }
 
 /// The libtorch lib directory: run-time override first, then the build-time one.
@@ -102,11 +131,68 @@ mod tests {
     }
 
     #[test]
-    fn cuda_without_a_gpu_fails_with_a_clear_message() {
-        if tch::Cuda::is_available() {
-            return; // a GPU machine: nothing to check here
+    fn device_names_parse() {
+        assert_eq!(parse_device("cpu").unwrap(), Request::Cpu);
+        assert_eq!(parse_device("cuda").unwrap(), Request::Cuda(0));
+        assert_eq!(parse_device("cuda:3").unwrap(), Request::Cuda(3));
+        for bad in ["", "CPU", "cuda:", "cuda:-1", "cuda0", "gpu"] {
+            assert!(
+                matches!(parse_device(bad), Err(DeviceError::Unknown(_))),
+                "{bad:?}"
+            );
         }
-        let err = select_device("cuda", 1).unwrap_err().to_string();
-        assert!(err.contains("--device cuda"), "{err}");
+    }
+
+    #[test]
+    fn no_gpu_is_a_clear_error() {
+        // CUDA unavailable (CPU-only driver stack), or available with no device visible.
+        for (available, count) in [(false, 0), (false, 2), (true, 0)] {
+            let err = cuda_device("cuda", 0, available, count).unwrap_err();
+            assert!(
+                matches!(err, DeviceError::NoGpu(n) if n == count),
+                "{available} {count}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("--device cuda") && text.contains("no usable GPU"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_gpu_is_selected_by_index_and_a_missing_index_is_an_error() {
+        assert_eq!(cuda_device("cuda", 0, true, 2).unwrap(), Device::Cuda(0));
+        assert_eq!(cuda_device("cuda:1", 1, true, 2).unwrap(), Device::Cuda(1));
+        let err = cuda_device("cuda:2", 2, true, 2).unwrap_err();
+        assert!(
+            matches!(&err, DeviceError::Index(n, 2) if n == "cuda:2"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("only 2 CUDA devices"), "{err}");
+    }
+
+    /// On this machine, whatever it has: `select_device` answers what libtorch reports.
+    #[test]
+    fn cuda_selection_agrees_with_libtorch() {
+        let got = select_device("cuda", 1);
+        // `select_device` has loaded libtorch's CUDA library if it could; ask libtorch directly.
+        let available = tch::Cuda::is_available();
+        let count = tch::Cuda::device_count().max(0) as usize;
+        eprintln!("select_device(\"cuda\") here: {got:?} (available {available}, {count} devices)");
+        match &got {
+            Ok(d) => assert!(available && count > 0 && *d == Device::Cuda(0), "{d:?}"),
+            Err(DeviceError::Load { .. }) => assert!(!available, "CUDA works but did not load"),
+            Err(DeviceError::NoGpu(n)) => {
+                assert_eq!(*n, count);
+                assert!(!available || count == 0, "{count} GPUs but NoGpu");
+            }
+            Err(e) => panic!("unexpected error for `cuda`: {e:?}"),
+        }
+        if let Err(e) = &got {
+            assert!(e.to_string().contains("--device cuda"), "{e}");
+        }
+        // One past the last visible device is never usable.
+        assert!(select_device(&format!("cuda:{count}"), 1).is_err());
     }
 }
