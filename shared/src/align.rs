@@ -235,6 +235,14 @@ mod tests {
         assert!((residual - 22.649).abs() < 0.01, "residual {residual}");
         // It is the least-squares optimum among all proper similarities: no rotation angle
         // (each with its best scale >= 0 and translation) fits better.
+        let centre = |pts: &[[f32; 2]]| {
+            let n = pts.len() as f64;
+            let s = pts
+                .iter()
+                .fold([0.0, 0.0], |s, p| [s[0] + p[0] as f64, s[1] + p[1] as f64]);
+            [s[0] / n, s[1] / n]
+        };
+        let (ms, md) = (centre(&mirrored), centre(template));
         let best_on_grid = (0..3600)
             .map(|k| {
                 let theta = k as f64 * std::f64::consts::TAU / 3600.0;
@@ -245,14 +253,6 @@ mod tests {
                     tx: 0.0,
                     ty: 0.0,
                 };
-                let centre = |pts: &[[f32; 2]]| {
-                    let n = pts.len() as f64;
-                    let s = pts
-                        .iter()
-                        .fold([0.0, 0.0], |s, p| [s[0] + p[0] as f64, s[1] + p[1] as f64]);
-                    [s[0] / n, s[1] / n]
-                };
-                let (ms, md) = (centre(&mirrored), centre(template));
                 let (mut num, mut den) = (0.0, 0.0);
                 for (p, d) in mirrored.iter().zip(template) {
                     let r = unit.apply([p[0] as f64 - ms[0], p[1] as f64 - ms[1]]);
