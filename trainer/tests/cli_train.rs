@@ -151,5 +151,14 @@ fn bad_invocations_fail_with_the_file_named() {
             "x.bin",
         ],
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--model-id"));
+    // Refused before anything is read or written: the thresholds would belong to no model.
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("give --onnx FILE or --model-id SHA256"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("c.safetensors"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(!tmp.path().join("thresholds.toml").exists());
 }
