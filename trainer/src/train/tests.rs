@@ -124,6 +124,11 @@ fn resume_rejects_a_checkpoint_of_another_model() {
     assert!(e.contains("missing.safetensors"), "{e}");
 }
 
+/// The exact figures of 60 steps differ between CPUs (libtorch's kernels round differently and
+/// training amplifies it), so each bound sits well outside the spread measured over 13 seeds on
+/// two kernel sets (AVX2, and `ATEN_CPU_CAPABILITY=default` with MKL/oneDNN held to SSE4):
+/// last-10/first-10 loss 0.08..0.19, accuracy 0.835..0.915, gain over the untrained net
+/// 0.095..0.31 (0.23..0.25 for this seed).
 #[test]
 fn short_cpu_run_beats_chance_on_synthetic_pairs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -132,18 +137,36 @@ fn short_cpu_run_beats_chance_on_synthetic_pairs() {
     let before = t.evaluate().unwrap()[0].accuracy.mean;
     let after = t.run(&indicatif::ProgressBar::hidden()).unwrap();
     let acc = after[0].accuracy.mean;
-    eprintln!("synthetic verification accuracy: before {before:.3}, after {acc:.3}");
-    assert!(
-        acc > 0.75,
-        "accuracy {acc} after training (before {before})"
-    );
-    assert!(acc > before + 0.05);
     // Checkpoint + metrics written; the checkpoint knows its config.
     let ckpt = tmp.path().join(CHECKPOINT_FILE);
     assert_eq!(checkpoint_config(&ckpt).unwrap().backbone, "tiny");
     let log = std::fs::read_to_string(tmp.path().join(METRICS_FILE)).unwrap();
-    assert!(log.lines().count() >= 61);
-    assert!(log.contains("\"eval\""));
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let losses: Vec<f64> = lines.iter().filter_map(|v| v["loss"].as_f64()).collect();
+    assert_eq!(losses.len(), 60, "log_every = 1: one line per step");
+    assert_eq!(lines.iter().filter(|v| v.get("eval").is_some()).count(), 1);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&losses[..10]), mean(&losses[50..]));
+    eprintln!(
+        "loss: first 10 steps {first:.3}, last 10 {last:.3}; \
+         synthetic verification accuracy: before {before:.3}, after {acc:.3}"
+    );
+    assert!(
+        last < 0.4 * first,
+        "training must cut the loss by more than 60%: {first} -> {last}"
+    );
+    // Chance is 0.5 (half the pairs are genuine); an untrained net reaches 0.57..0.78.
+    assert!(
+        acc > 0.75,
+        "accuracy {acc} after training (before {before})"
+    );
+    assert!(
+        acc > before + 0.05,
+        "training must improve verification: {before} -> {acc}"
+    );
 }
 
 #[test]
