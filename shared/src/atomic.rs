@@ -65,6 +65,38 @@ fn replace_with(
     mode: u32,
     prepare: impl FnOnce(&File) -> io::Result<()>,
 ) -> io::Result<()> {
+    publish_via_temp(path, "tmp", bytes, mode, prepare, |tmp, path| {
+        fs::rename(tmp, path)
+    })
+}
+
+/// Create `path` with `bytes` only if it does not exist: never replaces an existing file, and
+/// a reader never sees it half-written. The bytes go to a temp file (`create_new`, `mode`,
+/// fsynced) which is then hard-linked to `path`; `link(2)` fails with `AlreadyExists` when
+/// `path` exists, atomically, so of two racing creators exactly one wins.
+pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    publish_via_temp(
+        path,
+        "new",
+        bytes,
+        mode,
+        |_| Ok(()),
+        |tmp, path| fs::hard_link(tmp, path),
+    )
+}
+
+/// The one write path of this module: a `create_new` temp file `.<name>.<tag>.<pid>.<n>` beside
+/// `path` (mode `mode`, then `prepare`d), the bytes, fsync, `publish` (rename or link) onto
+/// `path`, fsync the directory. The temp name is removed afterwards in every case (after a
+/// rename it no longer exists; after a link it is the second name of the new file).
+fn publish_via_temp(
+    path: &Path,
+    tag: &str,
+    bytes: &[u8],
+    mode: u32,
+    prepare: impl FnOnce(&File) -> io::Result<()>,
+    publish: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -73,7 +105,7 @@ fn replace_with(
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
+        ".{}.{tag}.{}.{}",
         name.to_string_lossy(),
         std::process::id(),
         unique_suffix()
@@ -93,48 +125,7 @@ fn replace_with(
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
-        sync_dir(&dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Create `path` with `bytes` only if it does not exist: never replaces an existing file, and
-/// a reader never sees it half-written. The bytes go to a temp file (`create_new`, `mode`,
-/// fsynced) which is then hard-linked to `path`; `link(2)` fails with `AlreadyExists` when
-/// `path` exists, atomically, so of two racing creators exactly one wins.
-pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.new.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        unique_suffix()
-    ));
-    let result = (|| {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode);
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::hard_link(&tmp, path)?;
+        publish(&tmp, path)?;
         sync_dir(&dir)
     })();
     let _ = fs::remove_file(&tmp);
