@@ -321,6 +321,10 @@ fn transformer_branch_rejects_bad_maps_and_configs() {
 
 #[test]
 fn sgd_steps_lower_the_transformer_branch_loss() {
+    // The loss is measured in eval mode (no dropout) before and after: the training-mode loss of
+    // single steps swings with each dropout draw (CI saw 17 -> 0 -> 11 within 30 steps), so
+    // comparing two training-mode steps is a coin toss on another CPU. Plain SGD, no momentum:
+    // over 12 seeds here the eval loss fell from 12-20 to < 1e-5 with lr 1e-3 to 1e-2.
     use tch::nn::OptimizerConfig;
     tch::manual_seed(2);
     let (vs, mut branch) = aux(32, 3);
@@ -328,17 +332,16 @@ fn sgd_steps_lower_the_transformer_branch_loss() {
     let protos = Tensor::randn([3, 64, 7, 7], (Kind::Float, Device::Cpu));
     let fmap =
         protos.index_select(0, &y) + Tensor::randn([9, 64, 7, 7], (Kind::Float, Device::Cpu)) * 0.1;
-    let mut opt = nn::Sgd {
-        momentum: 0.9,
-        ..Default::default()
-    }
-    .build(&vs, 0.01)
-    .unwrap();
-    let mut losses = Vec::new();
+    let mut opt = nn::Sgd::default().build(&vs, 0.003).unwrap();
+    let eval_loss = |b: &mut TransformerAux| {
+        tch::no_grad(|| b.loss(&fmap, &y, false).unwrap().double_value(&[]))
+    };
+    let first = eval_loss(&mut branch);
     for _ in 0..30 {
         let loss = branch.loss(&fmap, &y, true).unwrap();
-        losses.push(loss.double_value(&[]));
         opt.backward_step(&loss);
     }
-    assert!(losses[29] < 0.5 * losses[0], "{losses:?}");
+    let last = eval_loss(&mut branch);
+    assert!(first.is_finite() && first > 1.0, "untrained loss {first}");
+    assert!(last < 0.5 * first, "{first} -> {last}");
 }
