@@ -100,7 +100,7 @@ seed and thread count gives this report again figure for figure (training, evalu
 are deterministic there). On another CPU, or with another thread count, libtorch sums in another \
 order, training ends at another model, and every figure that depends on the model moves. \
 Measured between two runs on 2-core AMD EPYC VMs (2026-11-24, and a fresh clone on 2026-12-01): \
-verification accuracies by up to 3 points, TAR@FAR=1e-3 by up to 15 points, the calibrated \
+verification accuracies by up to 3.2 points, TAR@FAR=1e-3 by up to 15 points, the calibrated \
 thresholds by 0.05, the probes the edge identified by up to 10 of 40 and the enrolled visitors \
 the door let in by 5 of 20; strangers let in stayed 0 in both. The checks the tests make do not \
 depend on those counts: the edge's decisions equal the calibrated thresholds applied to its own \
