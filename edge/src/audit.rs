@@ -8,12 +8,16 @@
 //!
 //! Every append is fsynced before the door acts on the next frame. A line torn by power loss
 //! (no final newline) is dropped on open and the drop itself is logged.
+//!
+//! [`AuditLog`] is a handle: clones share one open file and one chain, so the door loop and
+//! the admin API write to the same log and each line is appended whole, in one order.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `[audit]`.
@@ -86,9 +90,15 @@ pub struct ChainSummary {
     pub head: String,
 }
 
-/// The open log, positioned at its end.
+/// The open log, positioned at its end; cheap to clone (clones append to the same chain).
+#[derive(Clone)]
 pub struct AuditLog {
-    path: PathBuf,
+    path: Arc<PathBuf>,
+    chain: Arc<Mutex<Chain>>,
+}
+
+/// The file and where the chain stands; one writer at a time.
+struct Chain {
     file: File,
     next_seq: u64,
     head: String,
@@ -131,10 +141,12 @@ impl AuditLog {
             file.set_len(bytes.len() as u64).map_err(io_err)?;
         }
         let mut log = Self {
-            path: path.to_path_buf(),
-            file,
-            next_seq: summary.entries + 1,
-            head: summary.head,
+            path: Arc::new(path.to_path_buf()),
+            chain: Arc::new(Mutex::new(Chain {
+                file,
+                next_seq: summary.entries + 1,
+                head: summary.head,
+            })),
         };
         if let Some(tail) = torn {
             tracing::warn!(
@@ -152,34 +164,46 @@ impl AuditLog {
 
     /// Append one event (any serde object) with the current time, and fsync.
     pub fn append<E: Serialize>(&mut self, event: &E) -> Result<(), AuditError> {
-        let ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        self.append_at(ts_ms, event)
+        self.write_at(now_ms(), event)
     }
 
     /// Append with an explicit unix time in milliseconds, and fsync.
     pub fn append_at<E: Serialize>(&mut self, ts_ms: u64, event: &E) -> Result<(), AuditError> {
+        self.write_at(ts_ms, event)
+    }
+
+    /// [`Self::append`] through a shared reference (the admin API's clones).
+    pub fn write<E: Serialize>(&self, event: &E) -> Result<(), AuditError> {
+        self.write_at(now_ms(), event)
+    }
+
+    fn write_at<E: Serialize>(&self, ts_ms: u64, event: &E) -> Result<(), AuditError> {
         let data = serde_json::to_string(event).map_err(|error| AuditError::Encode {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             error,
         })?;
+        let mut chain = self.chain();
         let body = format!(
             "{{\"seq\":{},\"ts_ms\":{},\"prev\":\"{}\",\"data\":{}}}",
-            self.next_seq, ts_ms, self.head, data
+            chain.next_seq, ts_ms, chain.head, data
         );
-        let hash = chain_hash(&self.head, &body);
+        let hash = chain_hash(&chain.head, &body);
         let line = format!("{}{HASH_KEY}{hash}\"}}\n", &body[..body.len() - 1]);
         let io_err = |error| AuditError::Io {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             error,
         };
-        self.file.write_all(line.as_bytes()).map_err(io_err)?;
-        self.file.sync_data().map_err(io_err)?;
-        self.next_seq += 1;
-        self.head = hash;
+        chain.file.write_all(line.as_bytes()).map_err(io_err)?;
+        chain.file.sync_data().map_err(io_err)?;
+        chain.next_seq += 1;
+        chain.head = hash;
         Ok(())
+    }
+
+    /// The chain, even if a writer panicked mid-append (the file then ends in a torn line,
+    /// which the next open drops and records).
+    fn chain(&self) -> MutexGuard<'_, Chain> {
+        self.chain.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -188,13 +212,20 @@ impl AuditLog {
 
     /// Lines written so far (including those found on open).
     pub fn entries(&self) -> u64 {
-        self.next_seq - 1
+        self.chain().next_seq - 1
     }
 
     /// Hash of the last line.
-    pub fn head(&self) -> &str {
-        &self.head
+    pub fn head(&self) -> String {
+        self.chain().head.clone()
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn chain_hash(prev: &str, body: &str) -> String {
