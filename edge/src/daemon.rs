@@ -8,12 +8,13 @@
 //! source, or on the first fatal error; in every case the door is locked before returning.
 
 use crate::audit::{AuditError, AuditLog};
+use crate::control::{DoorCommand, DoorControls, LiveStats};
 use crate::door::{DoorController, DoorError, DoorEvent, DoorParts, Observation};
 use crate::frame::{Frame, FrameError, FrameSource};
 use embedded_hal::digital::{InputPin, OutputPin};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -174,6 +175,8 @@ pub struct DaemonReport {
     pub frames_dropped: u64,
     /// Recognised, but too old to decide on.
     pub frames_stale: u64,
+    /// Recognised with a gallery an admin has changed since: not decided on.
+    pub frames_superseded: u64,
     pub bad_frames: u64,
     pub recognize_errors: u64,
     pub frames_decided: u64,
@@ -251,17 +254,11 @@ impl<T> LatestSlot<T> {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    captured: AtomicU64,
-    dropped: AtomicU64,
-    bad: AtomicU64,
-    recognize_errors: AtomicU64,
-}
-
 struct Stamped<T> {
     at: Duration,
     seq: u64,
+    /// The gallery generation in force when recognition of the frame began.
+    generation: u64,
     item: T,
 }
 
@@ -323,8 +320,8 @@ pub fn run_clocked<R, C, B, S, F, Rec>(
     cfg: &DaemonConfig,
     clock: Arc<dyn Clock>,
     open_source: F,
-    mut recognizer: Rec,
-    mut door: DoorController<R, C, B>,
+    recognizer: Rec,
+    door: DoorController<R, C, B>,
     audit: &mut AuditLog,
     shutdown: &Shutdown,
     observer: &mut dyn DoorObserver,
@@ -337,8 +334,44 @@ where
     F: FnOnce() -> Result<S, FrameError> + Send + 'static,
     Rec: FaceRecognizer + 'static,
 {
+    let controls = DoorControls::default();
+    run_controlled(
+        cfg,
+        clock,
+        open_source,
+        recognizer,
+        door,
+        audit,
+        shutdown,
+        observer,
+        &controls,
+    )
+}
+
+/// [`run_clocked`] for a door with an admin API: `controls` carries its counters, its queued
+/// commands and the gallery generation results are judged with.
+#[allow(clippy::too_many_arguments)] // run_clocked's arguments and the controls
+pub fn run_controlled<R, C, B, S, F, Rec>(
+    cfg: &DaemonConfig,
+    clock: Arc<dyn Clock>,
+    open_source: F,
+    mut recognizer: Rec,
+    mut door: DoorController<R, C, B>,
+    audit: &mut AuditLog,
+    shutdown: &Shutdown,
+    observer: &mut dyn DoorObserver,
+    controls: &DoorControls,
+) -> (DoorParts<R, C, B>, Result<DaemonReport, DaemonError>)
+where
+    R: OutputPin,
+    C: InputPin,
+    B: InputPin,
+    S: FrameSource,
+    F: FnOnce() -> Result<S, FrameError> + Send + 'static,
+    Rec: FaceRecognizer + 'static,
+{
     let stop = Arc::new(AtomicBool::new(false));
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::clone(&controls.stats);
     let frames = Arc::new(LatestSlot::<Stamped<Frame>>::new());
     let results = Arc::new(LatestSlot::<Stamped<Vec<Observation>>>::new());
 
@@ -357,12 +390,13 @@ where
             })
     };
     let recognise = {
-        let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
+        let stop = Arc::clone(&stop);
         let (frames, results) = (Arc::clone(&frames), Arc::clone(&results));
+        let live = controls.clone();
         thread::Builder::new()
             .name("recognise".into())
             .spawn(move || {
-                let cause = recognise_loop(&mut recognizer, &frames, &results, &counters, &stop);
+                let cause = recognise_loop(&mut recognizer, &frames, &results, &live, &stop);
                 results.close(cause);
             })
     };
@@ -375,9 +409,12 @@ where
                 report: &mut report,
                 observer,
             };
+            controls.stats.running.store(true, Ordering::SeqCst);
             let decided = decide_loop(
-                cfg, &mut door, &mut sink, &results, &counters, shutdown, &*clock,
+                cfg, &mut door, &mut sink, &results, controls, shutdown, &*clock,
             );
+            controls.stats.running.store(false, Ordering::SeqCst);
+            answer_pending(controls);
             stop.store(true, Ordering::SeqCst);
             frames.close(StopCause::Stopped);
             results.close(StopCause::Stopped);
@@ -403,11 +440,49 @@ where
     };
 
     let (parts, locked) = door.release();
-    report.frames_captured = counters.captured.load(Ordering::SeqCst);
-    report.frames_dropped = counters.dropped.load(Ordering::SeqCst);
-    report.bad_frames = counters.bad.load(Ordering::SeqCst);
-    report.recognize_errors = counters.recognize_errors.load(Ordering::SeqCst);
+    controls.stats.door_unlocked.store(false, Ordering::SeqCst);
+    report.frames_captured = LiveStats::get(&counters.frames_captured);
+    report.frames_dropped = LiveStats::get(&counters.frames_dropped);
+    report.bad_frames = LiveStats::get(&counters.bad_frames);
+    report.recognize_errors = LiveStats::get(&counters.recognize_errors);
+    report.frames_superseded = LiveStats::get(&counters.frames_superseded);
     (parts, conclude(outcome, locked, report))
+}
+
+/// Commands queued after the door stopped are refused, not left waiting.
+pub(crate) fn answer_pending(controls: &DoorControls) {
+    for (_, reply) in controls.commands.take() {
+        let _ = reply.send(Err(crate::control::CommandError::NotRunning));
+    }
+}
+
+/// Carry out the admin's queued commands at `now`, recording each.
+pub(crate) fn carry_out_commands<R: OutputPin, C: InputPin, B: InputPin>(
+    door: &mut DoorController<R, C, B>,
+    sink: &mut Sink,
+    controls: &DoorControls,
+    stamp: EventStamp,
+) -> Result<(), DaemonError> {
+    for (command, reply) in controls.commands.take() {
+        match command {
+            DoorCommand::Unlock { by } => match door.remote_unlock(stamp.at, by) {
+                Ok(event) => {
+                    let recorded = sink.record(door, stamp, event);
+                    let answer = match &recorded {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(crate::control::CommandError::Refused(e.to_string())),
+                    };
+                    let _ = reply.send(answer);
+                    recorded?;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(crate::control::CommandError::Refused(e.to_string())));
+                    return Err(sink.fault(door, stamp, DaemonError::Door(e)));
+                }
+            },
+        }
+    }
+    Ok(())
 }
 
 /// The result of a run from how it ended and whether the door locked after it: the first error
@@ -443,19 +518,43 @@ where
     B: InputPin,
     Rec: FaceRecognizer + 'static,
 {
+    let controls = DoorControls::default();
+    run_configured_controlled(cfg, recognizer, door, audit, shutdown, observer, &controls)
+}
+
+/// [`run_configured`] for a door with an admin API ([`run_controlled`]).
+pub fn run_configured_controlled<R, C, B, Rec>(
+    cfg: &crate::terminal::TerminalConfig,
+    recognizer: Rec,
+    door: DoorController<R, C, B>,
+    audit: &mut AuditLog,
+    shutdown: &Shutdown,
+    observer: &mut dyn DoorObserver,
+    controls: &DoorControls,
+) -> (DoorParts<R, C, B>, Result<DaemonReport, DaemonError>)
+where
+    R: OutputPin,
+    C: InputPin,
+    B: InputPin,
+    Rec: FaceRecognizer + 'static,
+{
     let camera = cfg.camera.clone();
     let open = move || crate::frame::open_source(&camera);
     if cfg.camera.is_lockstep_replay() {
-        crate::replay::replay(open, recognizer, door, audit, shutdown, observer)
+        crate::replay::replay_controlled(
+            open, recognizer, door, audit, shutdown, observer, controls,
+        )
     } else {
-        run_observed(
+        run_controlled(
             &cfg.daemon,
+            Arc::new(MonotonicClock::start()),
             open,
             recognizer,
             door,
             audit,
             shutdown,
             observer,
+            controls,
         )
     }
 }
@@ -463,7 +562,7 @@ where
 fn capture_loop<S, F>(
     open_source: F,
     frames: &LatestSlot<Stamped<Frame>>,
-    counters: &Counters,
+    counters: &LiveStats,
     stop: &AtomicBool,
     clock: &dyn Clock,
 ) -> StopCause
@@ -476,23 +575,28 @@ where
         Err(e) => return StopCause::Fatal(Arc::new(e)),
     };
     tracing::info!("capturing from {}", source.describe());
+    counters.camera_ok.store(true, Ordering::SeqCst);
     while !stop.load(Ordering::SeqCst) {
         match source.next_frame() {
             Ok(Some(frame)) => {
-                counters.captured.fetch_add(1, Ordering::SeqCst);
+                LiveStats::bump(&counters.frames_captured);
                 let stamped = Stamped {
                     at: clock.now(),
                     seq: frame.seq,
+                    generation: 0,
                     item: frame,
                 };
                 if frames.put(stamped) {
-                    counters.dropped.fetch_add(1, Ordering::SeqCst);
+                    LiveStats::bump(&counters.frames_dropped);
                 }
             }
             Ok(None) => return StopCause::EndOfStream,
-            Err(e) if e.is_fatal() => return StopCause::Fatal(Arc::new(e)),
+            Err(e) if e.is_fatal() => {
+                counters.camera_ok.store(false, Ordering::SeqCst);
+                return StopCause::Fatal(Arc::new(e));
+            }
             Err(e) => {
-                counters.bad.fetch_add(1, Ordering::SeqCst);
+                LiveStats::bump(&counters.bad_frames);
                 tracing::warn!("skipping: {e}");
             }
         }
@@ -504,26 +608,32 @@ fn recognise_loop<Rec: FaceRecognizer>(
     recognizer: &mut Rec,
     frames: &LatestSlot<Stamped<Frame>>,
     results: &LatestSlot<Stamped<Vec<Observation>>>,
-    counters: &Counters,
+    controls: &DoorControls,
     stop: &AtomicBool,
 ) -> StopCause {
+    let counters = &controls.stats;
     while !stop.load(Ordering::SeqCst) {
         match frames.take(Duration::from_millis(100)) {
-            Take::Item(Stamped { at, seq, item }) => match recognizer.recognize(&item) {
-                Ok(faces) => {
-                    if results.put(Stamped {
-                        at,
-                        seq,
-                        item: faces,
-                    }) {
-                        counters.dropped.fetch_add(1, Ordering::SeqCst);
+            Take::Item(Stamped { at, seq, item, .. }) => {
+                // Read before recognising: the recogniser then uses this generation or a newer one.
+                let generation = controls.generation_now();
+                match recognizer.recognize(&item) {
+                    Ok(faces) => {
+                        if results.put(Stamped {
+                            at,
+                            seq,
+                            generation,
+                            item: faces,
+                        }) {
+                            LiveStats::bump(&counters.frames_dropped);
+                        }
+                    }
+                    Err(e) => {
+                        LiveStats::bump(&counters.recognize_errors);
+                        tracing::warn!("frame {seq}: {e}");
                     }
                 }
-                Err(e) => {
-                    counters.recognize_errors.fetch_add(1, Ordering::SeqCst);
-                    tracing::warn!("frame {seq}: {e}");
-                }
-            },
+            }
             Take::TimedOut => {}
             Take::Closed(cause) => return cause,
         }
@@ -536,10 +646,11 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
     door: &mut DoorController<R, C, B>,
     sink: &mut Sink,
     results: &LatestSlot<Stamped<Vec<Observation>>>,
-    counters: &Counters,
+    controls: &DoorControls,
     shutdown: &Shutdown,
     clock: &dyn Clock,
 ) -> Result<(), DaemonError> {
+    let counters = &*controls.stats;
     let tick = Duration::from_millis(cfg.tick_ms);
     let max_age = Duration::from_millis(cfg.max_frame_age_ms);
     let status_every = Duration::from_secs(cfg.status_interval_s);
@@ -559,23 +670,40 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
                     sink.record(door, at(now), e)?;
                 }
             }
-            Err(e) => return Err(sink.fault(door, at(now), DaemonError::Door(e))),
+            Err(e) => {
+                counters.relay_ok.store(false, Ordering::SeqCst);
+                return Err(sink.fault(door, at(now), DaemonError::Door(e)));
+            }
         }
+        counters.relay_ok.store(true, Ordering::SeqCst);
+        carry_out_commands(door, sink, controls, at(now))?;
+        counters
+            .door_unlocked
+            .store(door.is_unlocked(), Ordering::SeqCst);
         match taken {
             Take::Item(Stamped {
                 at: captured,
                 seq,
+                generation,
                 item: faces,
             }) => {
-                let decided = now.saturating_sub(captured) <= max_age;
-                if !decided {
+                let fresh = now.saturating_sub(captured) <= max_age;
+                let current = generation >= controls.generation_now();
+                let decided = fresh && current;
+                if !fresh {
                     sink.report.frames_stale += 1;
+                    LiveStats::bump(&counters.frames_stale);
                     tracing::debug!(
                         "frame {seq} is {:?} old: not deciding on it",
                         now - captured
                     );
+                } else if !current {
+                    sink.report.frames_superseded += 1;
+                    LiveStats::bump(&counters.frames_superseded);
+                    tracing::debug!("frame {seq} was recognised with an older gallery: skipped");
                 } else {
                     sink.report.frames_decided += 1;
+                    LiveStats::bump(&counters.frames_decided);
                     let stamp = EventStamp {
                         at: captured,
                         frame: Some(seq),
@@ -675,7 +803,7 @@ impl Sink<'_> {
 fn log_status<R: OutputPin, C: InputPin, B: InputPin>(
     door: &DoorController<R, C, B>,
     audit: &AuditLog,
-    counters: &Counters,
+    counters: &LiveStats,
     report: &DaemonReport,
     now: Duration,
 ) {
@@ -683,11 +811,11 @@ fn log_status<R: OutputPin, C: InputPin, B: InputPin>(
         target: "status",
         "up {}s frames={} dropped={} stale={} bad={} recognise_errors={} decided={} unlocks={} denials={} lockout={} door={} audit_entries={} audit_head={}",
         now.as_secs(),
-        counters.captured.load(Ordering::SeqCst),
-        counters.dropped.load(Ordering::SeqCst),
+        LiveStats::get(&counters.frames_captured),
+        LiveStats::get(&counters.frames_dropped),
         report.frames_stale,
-        counters.bad.load(Ordering::SeqCst),
-        counters.recognize_errors.load(Ordering::SeqCst),
+        LiveStats::get(&counters.bad_frames),
+        LiveStats::get(&counters.recognize_errors),
         report.frames_decided,
         report.count("unlocked"),
         report.count("denied"),

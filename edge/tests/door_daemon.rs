@@ -820,3 +820,65 @@ impl FaceRecognizer for SlowColourCoded {
         ColourCoded.recognize(frame)
     }
 }
+
+/// An admin's change lands while every frame is being recognised: each result was judged by
+/// the gallery that was in force before the change, so none is decided on and Alice, whom the
+/// old gallery knew, is never let in. The same frames with no change unlock (the scenario
+/// above), so what stops her here is the generation check.
+#[test]
+fn a_result_recognised_before_a_gallery_change_is_not_decided_on() {
+    use edge::control::DoorControls;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct ChangedMidFrame {
+        generation: Arc<AtomicU64>,
+    }
+    impl FaceRecognizer for ChangedMidFrame {
+        fn recognize(&mut self, frame: &Frame) -> Result<Vec<Observation>, RecognizeError> {
+            let seen = ColourCoded.recognize(frame);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            seen
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
+    // Only ever locked: start, end of stream, release.
+    let pin = PinMock::new(&[
+        PinTx::set(State::Low),
+        PinTx::set(State::Low),
+        PinTx::set(State::Low),
+    ]);
+    let door = DoorController::new(
+        DoorRelay::new(pin, ActiveLevel::High).unwrap(),
+        policy(),
+        Duration::from_millis(100),
+    );
+    let generation = Arc::new(AtomicU64::new(0));
+    let controls = DoorControls {
+        generation: Some(Arc::clone(&generation)),
+        ..DoorControls::default()
+    };
+    let lockstep = Lockstep::default();
+    let source = scripted(&lockstep, runs(&[(ALICE, 20)]));
+    let mut observer = lockstep.clone();
+    let (mut parts, report) = daemon::run_controlled(
+        &daemon_cfg(),
+        Arc::new(lockstep.clone()),
+        move || Ok(source),
+        ChangedMidFrame {
+            generation: Arc::clone(&generation),
+        },
+        door,
+        &mut audit,
+        &Shutdown::new(),
+        &mut observer,
+        &controls,
+    );
+    let report = report.unwrap();
+    parts.relay.done();
+    assert_eq!(report.count("unlocked"), 0, "{report:?}");
+    assert_eq!(report.frames_superseded, 20, "{report:?}");
+    assert_eq!(report.frames_decided, 0, "{report:?}");
+    assert_eq!(controls.stats.frames_superseded.load(Ordering::SeqCst), 20);
+}

@@ -200,6 +200,12 @@ impl<R: OutputPin, C: InputPin, B: InputPin> DoorController<R, C, B> {
         Ok(events)
     }
 
+    /// An admin's remote unlock (`by` names them): one pulse, as for a recognised person.
+    pub fn remote_unlock(&mut self, at: Duration, by: String) -> Result<DoorEvent, DoorError> {
+        self.open(at)?;
+        Ok(DoorEvent::RemoteUnlock { by })
+    }
+
     /// Lock now, whatever the policy says (used on every error path).
     pub fn fail_secure(&mut self) -> Result<(), DoorError> {
         self.relock_at = None;

@@ -117,6 +117,10 @@ pub enum DoorEvent {
     Relocked,
     /// The exit button asked for the door (egress is always allowed).
     ExitRequested,
+    /// An admin released the lock through the API; `by` is their session and uid.
+    RemoteUnlock {
+        by: String,
+    },
     /// The door contact opened; `forced` when the lock was not released at the time.
     DoorOpened {
         forced: bool,
@@ -143,6 +147,7 @@ impl DoorEvent {
             DoorEvent::Refused { .. } => "refused",
             DoorEvent::Relocked => "relocked",
             DoorEvent::ExitRequested => "exit_requested",
+            DoorEvent::RemoteUnlock { .. } => "remote_unlock",
             DoorEvent::DoorOpened { .. } => "door_opened",
             DoorEvent::DoorClosed => "door_closed",
             DoorEvent::Fault { .. } => "fault",
