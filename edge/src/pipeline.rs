@@ -175,12 +175,22 @@ impl Pipeline {
 
     /// The whole chain for every face in a frame, largest face first.
     pub fn process(&self, image: &RgbImage) -> Result<Vec<FaceResult>, PipelineError> {
+        self.process_with(image, &self.matcher)
+    }
+
+    /// [`Self::process`] against `matcher` instead of the prepared gallery (the door's live
+    /// gallery snapshot).
+    pub fn process_with(
+        &self,
+        image: &RgbImage,
+        matcher: &Matcher,
+    ) -> Result<Vec<FaceResult>, PipelineError> {
         let faces = self.detect(image)?;
         let mut out = Vec::with_capacity(faces.len());
         for face in faces {
             let (quality, embedding) = self.analyse(image, &face)?;
             let identification = match &embedding {
-                Some(e) => Some(self.identify(e)?),
+                Some(e) => Some(self.identify_with(e, matcher)?),
                 None => None,
             };
             out.push(FaceResult {
@@ -195,8 +205,17 @@ impl Pipeline {
 
     /// 1:N against the prepared gallery.
     pub fn identify(&self, probe: &FaceEmbedding) -> Result<Identification, PipelineError> {
+        self.identify_with(probe, &self.matcher)
+    }
+
+    /// 1:N against `matcher`.
+    pub fn identify_with(
+        &self,
+        probe: &FaceEmbedding,
+        matcher: &Matcher,
+    ) -> Result<Identification, PipelineError> {
         let threshold = self.thresholds().for_condition(probe.condition);
-        let found = self.matcher.search(&probe.embedding)?;
+        let found = matcher.search(&probe.embedding)?;
         Ok(match found {
             Some(r) => Identification {
                 margin: r.margin(),
@@ -336,13 +355,22 @@ fn name_crop_error(e: PipelineError, what: &str) -> PipelineError {
 /// enroll half a face; a JPEG must therefore end with its end-of-image marker (allowing a short
 /// trailer, which some cameras append).
 pub fn load_image(path: &Path) -> Result<RgbImage, PipelineError> {
+    let what = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| PipelineError::Image {
+        path: what.clone(),
+        message: format!("cannot read: {e}"),
+    })?;
+    decode_image(&bytes, &what)
+}
+
+/// [`load_image`] for bytes that came from elsewhere (an upload); `what` names them in errors.
+pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage, PipelineError> {
     const JPEG_TRAILER_MAX: usize = 8 * 1024;
     let err = |message: String| PipelineError::Image {
-        path: path.display().to_string(),
+        path: what.to_string(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let format = image::guess_format(&bytes)
+    let format = image::guess_format(bytes)
         .map_err(|_| err("not a known image format (JPEG or PNG expected)".into()))?;
     if format == image::ImageFormat::Jpeg {
         let tail = &bytes[bytes.len().saturating_sub(JPEG_TRAILER_MAX)..];
@@ -350,7 +378,7 @@ pub fn load_image(path: &Path) -> Result<RgbImage, PipelineError> {
             return Err(err("truncated JPEG (no end-of-image marker)".into()));
         }
     }
-    let img = image::load_from_memory_with_format(&bytes, format)
+    let img = image::load_from_memory_with_format(bytes, format)
         .map_err(|e| err(format!("cannot decode: {e}")))?;
     Ok(img.to_rgb8())
 }

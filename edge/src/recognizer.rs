@@ -1,21 +1,42 @@
 //! The recognition pipeline as the door daemon's [`FaceRecognizer`].
 //!
 //! The daemon only needs "who is in this frame, and may they enter"; this adapter answers that
-//! from [`Pipeline::process`]: faces the quality gate rejected are not reported (a blurred or
-//! turned-away face is neither a known nor an unknown person), and a match counts as accepted
-//! only when its score clears the operating threshold AND the person's validity window is open.
+//! from [`Pipeline::process_with`]: faces the quality gate rejected are not reported (a blurred
+//! or turned-away face is neither a known nor an unknown person), and a match counts as
+//! accepted only when its score clears the operating threshold AND the person's validity
+//! window is open. Each frame is searched against the gallery snapshot in force when its
+//! recognition starts ([`LiveGallery`]), so an admin's change applies from the next frame on.
 
 use crate::daemon::{FaceRecognizer, RecognizeError};
 use crate::door::{Observation, PersonRef};
 use crate::frame::Frame;
+use crate::gallery::{GallerySnapshot, LiveGallery};
 use crate::pipeline::{Identification, Pipeline};
 use shared::{Gallery, PersonId};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where the recogniser gets the gallery of each frame.
+enum GallerySource {
+    /// One gallery for the whole run.
+    Fixed(Arc<GallerySnapshot>),
+    /// The door service's gallery, changed by admins while the door runs.
+    Live(Arc<LiveGallery>),
+}
+
+impl GallerySource {
+    fn snapshot(&self) -> Arc<GallerySnapshot> {
+        match self {
+            Self::Fixed(s) => Arc::clone(s),
+            Self::Live(l) => l.snapshot(),
+        }
+    }
+}
 
 /// [`Pipeline`] + the gallery it searches, for `edge run`.
 pub struct PipelineRecognizer {
-    pipeline: Pipeline,
-    gallery: Gallery,
+    pipeline: Arc<Pipeline>,
+    gallery: GallerySource,
     now_unix: fn() -> u64,
 }
 
@@ -27,12 +48,20 @@ fn system_now() -> u64 {
 }
 
 impl PipelineRecognizer {
-    /// Search `gallery` with `pipeline` (the gallery is installed into the pipeline here).
-    pub fn new(mut pipeline: Pipeline, gallery: Gallery) -> Self {
-        pipeline.set_gallery(&gallery);
+    /// Search `gallery`, unchanged for the whole run, with `pipeline`.
+    pub fn new(pipeline: Pipeline, gallery: Gallery) -> Self {
+        Self {
+            pipeline: Arc::new(pipeline),
+            gallery: GallerySource::Fixed(Arc::new(GallerySnapshot::new(gallery))),
+            now_unix: system_now,
+        }
+    }
+
+    /// Search whatever `gallery` holds when each frame's recognition starts.
+    pub fn live(pipeline: Arc<Pipeline>, gallery: Arc<LiveGallery>) -> Self {
         Self {
             pipeline,
-            gallery,
+            gallery: GallerySource::Live(gallery),
             now_unix: system_now,
         }
     }
@@ -43,8 +72,8 @@ impl PipelineRecognizer {
         self
     }
 
-    fn observe(&self, mut id: Identification, now: u64) -> Observation {
-        id.check_validity(&self.gallery, now);
+    fn observe(gallery: &Gallery, mut id: Identification, now: u64) -> Observation {
+        id.check_validity(gallery, now);
         let condition = Some(id.condition);
         let (Some(pid), Some(name), Some(score)) = (id.person_id, id.name, id.score) else {
             return Observation::unknown(None, 0.0);
@@ -67,15 +96,16 @@ impl PipelineRecognizer {
 
 impl FaceRecognizer for PipelineRecognizer {
     fn recognize(&mut self, frame: &Frame) -> Result<Vec<Observation>, RecognizeError> {
+        let snapshot = self.gallery.snapshot();
         let results = self
             .pipeline
-            .process(&frame.image)
+            .process_with(&frame.image, &snapshot.matcher)
             .map_err(|e| RecognizeError(e.to_string()))?;
         let now = (self.now_unix)();
         Ok(results
             .into_iter()
             .filter_map(|r| r.identification)
-            .map(|id| self.observe(id, now))
+            .map(|id| Self::observe(&snapshot.gallery, id, now))
             .collect())
     }
 }

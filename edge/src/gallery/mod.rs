@@ -4,10 +4,12 @@
 //! files: load with [`GalleryStore`], change, save.
 
 pub mod crypto;
+pub mod live;
 pub mod lock;
 pub mod store;
 
 pub use crypto::{CryptoError, GalleryKey, KeyError};
+pub use live::{GallerySnapshot, LiveGallery};
 pub use lock::{LockError, WriterLock};
 pub use store::{GalleryStore, StoreError};
 
@@ -40,6 +42,10 @@ pub struct PersonSummary {
     pub templates: usize,
     pub created_unix: u64,
     pub updated_unix: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_from_unix: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_until_unix: Option<u64>,
 }
 
 /// The index of the person named by `who`: an exact id, else a unique display name.
@@ -135,6 +141,29 @@ pub fn rename(
     Ok(p.id)
 }
 
+/// Set the validity window of the person named by `who` (`None`: open on that side).
+pub fn set_validity(
+    g: &mut Gallery,
+    who: &str,
+    valid_from_unix: Option<u64>,
+    valid_until_unix: Option<u64>,
+    now_unix: u64,
+) -> Result<PersonId, GalleryOpError> {
+    if let (Some(from), Some(until)) = (valid_from_unix, valid_until_unix) {
+        if from >= until {
+            return Err(GalleryOpError::Invalid(format!(
+                "valid_from ({from}) must be before valid_until ({until})"
+            )));
+        }
+    }
+    let i = find(g, who)?;
+    let p = &mut g.people[i];
+    p.valid_from_unix = valid_from_unix;
+    p.valid_until_unix = valid_until_unix;
+    p.updated_unix = now_unix;
+    Ok(p.id)
+}
+
 /// One line per person, in enrollment order.
 pub fn summaries(g: &Gallery) -> Vec<PersonSummary> {
     g.people
@@ -145,6 +174,8 @@ pub fn summaries(g: &Gallery) -> Vec<PersonSummary> {
             templates: p.templates.len(),
             created_unix: p.created_unix,
             updated_unix: p.updated_unix,
+            valid_from_unix: p.valid_from_unix,
+            valid_until_unix: p.valid_until_unix,
         })
         .collect()
 }
