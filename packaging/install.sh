@@ -54,6 +54,8 @@ if [ "$root" != / ]; then
 fi
 getent group gpio >/dev/null || groupadd --system gpio
 getent group video >/dev/null || groupadd --system video
+# Admins who may use the door's API socket: usermod -aG maskgate-admin <user>
+getent group maskgate-admin >/dev/null || groupadd --system maskgate-admin
 if ! getent passwd maskgate >/dev/null; then
   useradd --system --no-create-home --home-dir /var/lib/maskgate --shell /usr/sbin/nologin \
     --groups video,gpio maskgate

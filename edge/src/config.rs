@@ -45,6 +45,9 @@ pub struct RawConfig {
     /// `[enroll]`, validated by [`crate::terminal::EnrollSections`].
     #[serde(default)]
     pub enroll: Option<toml::Value>,
+    /// `[admin]`, validated by [`crate::terminal::TerminalConfig`].
+    #[serde(default)]
+    pub admin: Option<toml::Value>,
 }
 
 /// `[model]`: exactly one of `[model.bundle]` or `[model.onnx]`.

@@ -10,11 +10,13 @@
 //! [`recognizer`] plugs the pipeline into the daemon; [`replay`] decides every frame of a
 //! recording in lockstep; [`terminal`] reads the door's config; [`machine`] names the machine
 //! benchmark figures come from; [`state`] records the newest gallery generation and bundle
-//! version seen (rollback protection).
+//! version seen (rollback protection); [`service`] is `edge run` as one door service that owns
+//! all of it, with its admin API, and [`control`] what that API may see and ask of the door.
 
 pub mod align;
 pub mod audit;
 pub mod config;
+pub mod control;
 pub mod crop;
 pub mod daemon;
 pub mod detect;
@@ -29,6 +31,7 @@ pub mod pipeline;
 pub mod quality;
 pub mod recognizer;
 pub mod replay;
+pub mod service;
 pub mod state;
 pub mod terminal;
 

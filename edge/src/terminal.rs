@@ -1,4 +1,5 @@
-//! The door terminal's own sections of `edge.toml`: `[camera]`, `[door]`, `[audit]`, `[daemon]`.
+//! The door terminal's own sections of `edge.toml`: `[camera]`, `[door]`, `[audit]`, `[daemon]`
+//! and `[admin]`.
 //!
 //! Read from the whole file so they can sit beside the pipeline's sections; each section
 //! rejects unknown keys and is range-checked. Relative file paths (`[camera] path`,
@@ -11,6 +12,7 @@ use crate::door::config::ConfigError;
 use crate::door::enroll_guide::EnrollConfig;
 use crate::door::DoorConfig;
 use crate::frame::CameraConfig;
+use crate::service::AdminConfig;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +44,8 @@ pub struct TerminalConfig {
     pub door: DoorConfig,
     pub audit: AuditConfig,
     pub daemon: DaemonConfig,
+    /// The admin API; `None` (no `[admin]` section): the door runs without one.
+    pub admin: Option<AdminConfig>,
 }
 
 impl TerminalConfig {
@@ -53,10 +57,14 @@ impl TerminalConfig {
             door: section(&table, "door")?.ok_or(TerminalConfigError::Missing("door"))?,
             audit: section(&table, "audit")?.unwrap_or_default(),
             daemon: section(&table, "daemon")?.unwrap_or_default(),
+            admin: section(&table, "admin")?,
         };
         cfg.camera.validate()?;
         cfg.door.validate()?;
         cfg.daemon.validate()?;
+        if let Some(admin) = &cfg.admin {
+            admin.validate()?;
+        }
         Ok(cfg)
     }
 
@@ -67,6 +75,9 @@ impl TerminalConfig {
         cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
         cfg.audit.path = base.join(&cfg.audit.path);
         cfg.audit.state = cfg.audit.state.map(|p| base.join(p));
+        if let Some(admin) = &mut cfg.admin {
+            admin.resolve(base);
+        }
         Ok(cfg)
     }
 }

@@ -7,12 +7,15 @@ use edge::audit::AuditLog;
 use edge::daemon::{DoorObserver, EventStamp};
 use edge::door::simulated::RelayTap;
 use edge::door::DoorEvent;
+use edge::gallery::LiveGallery;
 use edge::pipeline::Pipeline;
 use edge::recognizer::PipelineRecognizer;
+use edge::service::{DoorService, FeedObserver, ModelInfo};
 use edge::GalleryStore;
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -22,8 +25,15 @@ pub enum AuditCommand {
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
-    /// Hash an admin PIN read from stdin, for `admin_pin_hash` in edge.toml.
+    /// Hash an admin PIN read from stdin, for `[enroll] admin_pin_hash` in edge.toml.
     HashPin,
+    /// Set the admin API's PIN or passphrase (read from stdin; at least 6 digits or 8
+    /// characters): its argon2id hash goes to `[admin] pin_file`, mode 0600.
+    SetPin {
+        /// The door's edge.toml (its [admin] section names the PIN file).
+        #[arg(long, default_value = "/etc/maskgate/edge.toml")]
+        config: PathBuf,
+    },
 }
 
 pub fn audit(cmd: AuditCommand) -> Result<ExitCode> {
@@ -47,14 +57,55 @@ pub fn audit(cmd: AuditCommand) -> Result<ExitCode> {
 }
 
 pub fn admin(cmd: AdminCommand) -> Result<ExitCode> {
-    let AdminCommand::HashPin = cmd;
     let mut pin = String::new();
     std::io::stdin()
         .read_line(&mut pin)
         .context("reading the PIN from stdin")?;
-    let hash = edge::door::enroll_guide::hash_admin_pin(pin.trim_end_matches(['\r', '\n']))?;
-    outln!("{hash}");
+    let pin = pin.trim_end_matches(['\r', '\n']);
+    match cmd {
+        AdminCommand::HashPin => {
+            let hash = edge::door::enroll_guide::hash_admin_pin(pin)?;
+            outln!("{hash}");
+        }
+        AdminCommand::SetPin { config } => {
+            let terminal = edge::terminal::TerminalConfig::load(&config)
+                .map_err(|e| named_config_error(&config, e))?;
+            let admin = terminal.admin.with_context(|| {
+                format!(
+                    "{}: no [admin] section, so the door serves no admin API to set a PIN for",
+                    config.display()
+                )
+            })?;
+            let file = edge::service::auth::PinFile::new(&admin.pin_file);
+            file.set(pin)?;
+            hand_to_service_user(file.path(), &terminal.audit.path)?;
+            outln!(
+                "admin PIN set in {} (argon2id hash, mode 0600)",
+                file.path().display()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run as root (the usual way, /etc being root's), give the PIN file to the service's user:
+/// the owner of the audit log's directory, which is the service's state directory.
+fn hand_to_service_user(pin_file: &Path, audit_log: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if rustix::process::geteuid().as_raw() != 0 {
+        return Ok(());
+    }
+    let Some(state_dir) = audit_log.parent() else {
+        return Ok(());
+    };
+    let Ok(meta) = std::fs::metadata(state_dir) else {
+        return Ok(());
+    };
+    if meta.uid() != 0 {
+        std::os::unix::fs::chown(pin_file, Some(meta.uid()), Some(meta.gid()))
+            .with_context(|| format!("{}: handing it to the service's user", pin_file.display()))?;
+    }
+    Ok(())
 }
 
 /// How `edge run` was asked to run.
@@ -79,7 +130,7 @@ pub fn run(config: &Path, opts: RunOptions) -> Result<ExitCode> {
     } = opts;
     let terminal =
         edge::terminal::TerminalConfig::load(config).map_err(|e| named_config_error(config, e))?;
-    let recognizer = match start(config, &terminal, allow_downgrade) {
+    let door = match start(config, &terminal, allow_downgrade) {
         Ok(r) => r,
         Err(failure) => {
             audit_startup_failure(&terminal, &failure);
@@ -87,9 +138,9 @@ pub fn run(config: &Path, opts: RunOptions) -> Result<ExitCode> {
         }
     };
     if dry_run {
-        return simulate_door(&terminal, recognizer, json);
+        return simulate_door(&terminal, door, json);
     }
-    let report = run_door(&terminal, Box::new(recognizer))?;
+    let report = run_door(&terminal, door)?;
     eprintln!(
         "edge: stopped ({}): {} frames, {} decided, {} unlocks, {} denials",
         report.stop_reason,
@@ -107,12 +158,29 @@ struct StartFailure {
     error: anyhow::Error,
 }
 
-/// Models, bundle version, gallery: everything `edge run` loads before the door starts.
+/// A door ready to run: its recogniser and, with `[admin]`, its service and listening API.
+pub struct ReadyDoor {
+    recognizer: PipelineRecognizer,
+    service: Option<(Arc<DoorService>, edge::service::ServerHandle)>,
+    audit: AuditLog,
+}
+
+impl ReadyDoor {
+    fn controls(&self) -> edge::control::DoorControls {
+        self.service
+            .as_ref()
+            .map(|(s, _)| s.controls.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Models, bundle version, gallery, audit log and admin API: everything `edge run` opens
+/// before the door starts.
 fn start(
     config: &Path,
     terminal: &edge::terminal::TerminalConfig,
     allow_downgrade: bool,
-) -> std::result::Result<PipelineRecognizer, StartFailure> {
+) -> std::result::Result<ReadyDoor, StartFailure> {
     let fail = |stage: &'static str| move |error: anyhow::Error| StartFailure { stage, error };
     let cfg = edge::Config::load(config).map_err(|e| fail("config")(e.into()))?;
     let pipeline = Pipeline::load(&cfg)
@@ -126,19 +194,59 @@ fn start(
             .check_and_record_bundle(path, version, allow_downgrade)
             .map_err(|e| fail("bundle_version")(e.into()))?;
     }
-    let store = GalleryStore::from_config(&cfg.gallery).map_err(|e| fail("gallery")(e.into()))?;
-    let gallery = store
-        .load_for_model(r.model_id(), r.embedding_dim())
-        .map_err(|e| fail("gallery")(e.into()))?;
-    store
-        .record_seen(&gallery)
-        .map_err(|e| fail("gallery")(e.into()))?;
+    let thresholds = r.thresholds();
     tracing::info!(
-        people = gallery.people.len(),
-        generation = gallery.generation,
+        model = r.model_id(),
+        unmasked = thresholds.unmasked,
+        masked = thresholds.masked,
+        "thresholds in force"
+    );
+    let model = ModelInfo {
+        model_id: r.model_id().to_string(),
+        bundle_version: r.bundle_version(),
+        thresholds: json!(thresholds),
+    };
+    let store = GalleryStore::from_config(&cfg.gallery).map_err(|e| fail("gallery")(e.into()))?;
+    // The door holds the gallery's writer lock while it runs: every change goes through it.
+    let gallery = LiveGallery::open(store, r.model_id(), r.embedding_dim(), None)
+        .map_err(|e| fail("gallery")(e.into()))?;
+    let gallery = Arc::new(gallery);
+    tracing::info!(
+        people = gallery.snapshot().gallery.people.len(),
+        generation = gallery.generation(),
         "gallery loaded"
     );
-    Ok(PipelineRecognizer::new(pipeline, gallery))
+    let pipeline = Arc::new(pipeline);
+    let audit = AuditLog::open(&terminal.audit.path).map_err(|e| fail("audit")(e.into()))?;
+    let service = match &terminal.admin {
+        None => {
+            tracing::warn!("no [admin] section: the door runs without its admin API");
+            None
+        }
+        Some(admin) => {
+            let peers = edge::service::peer::PeerPolicy::new(
+                &admin.allowed_groups,
+                Path::new("/etc/group"),
+            )
+            .map_err(|e| fail("admin_api")(e.into()))?;
+            let service = Arc::new(DoorService::new(
+                admin,
+                Arc::clone(&gallery),
+                Arc::clone(&pipeline),
+                audit.clone(),
+                model,
+                peers,
+            ));
+            let server = edge::service::serve_unix(Arc::clone(&service), &admin.socket)
+                .map_err(|e| fail("admin_api")(e.into()))?;
+            Some((service, server))
+        }
+    };
+    Ok(ReadyDoor {
+        recognizer: PipelineRecognizer::live(pipeline, gallery),
+        service,
+        audit,
+    })
 }
 
 /// The audit entry for a start-up that failed (when the audit log itself can be opened).
@@ -208,24 +316,65 @@ pub fn named_config_error(config: &Path, e: edge::terminal::TerminalConfigError)
     }
 }
 
+/// Run the door until it stops, its events passed to the API's feed (when it has one) and
+/// then to `observer`.
+fn run_with_feed<R, C, B>(
+    terminal: &edge::terminal::TerminalConfig,
+    ready: ReadyDoor,
+    door: edge::door::DoorController<R, C, B>,
+    shutdown: &edge::daemon::Shutdown,
+    observer: &mut dyn DoorObserver,
+) -> (
+    AuditLog,
+    Result<edge::daemon::DaemonReport, edge::daemon::DaemonError>,
+)
+where
+    R: embedded_hal::digital::OutputPin,
+    C: embedded_hal::digital::InputPin,
+    B: embedded_hal::digital::InputPin,
+{
+    let controls = ready.controls();
+    let ReadyDoor {
+        recognizer,
+        service,
+        mut audit,
+    } = ready;
+    let feed = service.as_ref().map(|(s, _)| Arc::clone(&s.events));
+    let mut fed;
+    let observer: &mut dyn DoorObserver = match &feed {
+        Some(feed) => {
+            fed = FeedObserver {
+                feed,
+                next: observer,
+            };
+            &mut fed
+        }
+        None => observer,
+    };
+    let (_pins, result) = edge::daemon::run_configured_controlled(
+        terminal, recognizer, door, &mut audit, shutdown, observer, &controls,
+    );
+    // The API stops (and its socket goes) with the door.
+    drop(service);
+    (audit, result)
+}
+
 #[cfg(feature = "gpio")]
 fn run_door(
     cfg: &edge::terminal::TerminalConfig,
-    recognizer: Box<dyn edge::daemon::FaceRecognizer>,
+    ready: ReadyDoor,
 ) -> Result<edge::daemon::DaemonReport> {
     let shutdown =
         edge::daemon::Shutdown::on_signals().context("installing the SIGTERM/SIGINT handlers")?;
-    let mut audit = edge::audit::AuditLog::open(&cfg.audit.path)?;
     let door = edge::door::gpio::door_controller(&cfg.door)?;
-    let (_pins, result) =
-        edge::daemon::run_configured(cfg, recognizer, door, &mut audit, &shutdown, &mut ());
+    let (_audit, result) = run_with_feed(cfg, ready, door, &shutdown, &mut ());
     Ok(result?)
 }
 
 #[cfg(not(feature = "gpio"))]
 fn run_door(
     _cfg: &edge::terminal::TerminalConfig,
-    _recognizer: Box<dyn edge::daemon::FaceRecognizer>,
+    _ready: ReadyDoor,
 ) -> Result<edge::daemon::DaemonReport> {
     anyhow::bail!("this edge binary was built without the `gpio` feature, so it cannot drive a door (build with --features device, or try `edge run --dry-run` with a simulated door)")
 }
@@ -273,12 +422,11 @@ impl DoorObserver for Journal {
 /// `edge run --dry-run`: the whole door loop on a simulated relay; prints what the door did.
 fn simulate_door(
     terminal: &edge::terminal::TerminalConfig,
-    recognizer: PipelineRecognizer,
+    ready: ReadyDoor,
     json: bool,
 ) -> Result<ExitCode> {
     let shutdown =
         edge::daemon::Shutdown::on_signals().context("installing the SIGTERM/SIGINT handlers")?;
-    let mut audit = AuditLog::open(&terminal.audit.path)?;
     let (door, tap) = edge::door::simulated::door_controller(&terminal.door);
     let mut journal = Journal {
         tap,
@@ -288,14 +436,7 @@ fn simulate_door(
             frame: None,
         },
     };
-    let (_pins, result) = edge::daemon::run_configured(
-        terminal,
-        recognizer,
-        door,
-        &mut audit,
-        &shutdown,
-        &mut journal,
-    );
+    let (audit, result) = run_with_feed(terminal, ready, door, &shutdown, &mut journal);
     let last = journal.last;
     journal.drain_relay(last);
     let mode = if terminal.camera.is_lockstep_replay() {
