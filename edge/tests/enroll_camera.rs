@@ -14,8 +14,12 @@ struct Door {
     dir: tempfile::TempDir,
 }
 
-/// A config whose `[camera]` is a directory; `extra` is appended (e.g. an `[enroll]` section).
-fn door(extra: &str) -> Option<Door> {
+/// A config whose `[camera]` is a directory, with `enroll` (keys of `[enroll]`) added.
+///
+/// `[enroll] timeout_secs` is wall-clock time: a few frames of YuNet + SFace under qemu on a
+/// loaded 2-core machine have taken longer than the default 60 s. These tests are about the
+/// guidance and the frame budget, so the time limit is set far out of the way.
+fn door(enroll: &str) -> Option<Door> {
     let yunet = common::kit("models/yunet_2023mar.fp32.onnx")?;
     let sface = common::kit("models/sface_2021dec.fp32.onnx")?;
     let dir = tempfile::tempdir().unwrap();
@@ -23,7 +27,7 @@ fn door(extra: &str) -> Option<Door> {
     std::fs::create_dir(&cam).unwrap();
     let mut text = common::sface_config(&yunet, &sface, dir.path(), 320);
     text += &format!(
-        "\n[camera]\nsource = \"dir\"\npath = \"{}\"\n{extra}\n",
+        "\n[camera]\nsource = \"dir\"\npath = \"{}\"\n[enroll]\ntimeout_secs = 3600\n{enroll}\n",
         cam.display()
     );
     let cfg = dir.path().join("edge.toml");
@@ -121,7 +125,7 @@ fn camera_enrollment_is_guided_and_then_identifies() {
 
 #[test]
 fn json_events_report_each_frame() {
-    let Some(d) = door("[enroll]\nframes = 1\n") else {
+    let Some(d) = door("frames = 1\n") else {
         return;
     };
     let Some(()) = fill_camera(&d, "obama", &["obama1"]) else {
@@ -143,7 +147,7 @@ fn json_events_report_each_frame() {
 #[test]
 fn wrong_admin_pin_enrolls_nobody() {
     let hash = edge::door::enroll_guide::hash_admin_pin("4711").unwrap();
-    let Some(d) = door(&format!("[enroll]\nadmin_pin_hash = \"{hash}\"\n")) else {
+    let Some(d) = door(&format!("admin_pin_hash = \"{hash}\"\n")) else {
         return;
     };
     let Some(()) = fill_camera(&d, "obama", OBAMA) else {
@@ -198,8 +202,9 @@ fn a_camera_without_usable_faces_gives_up_clearly() {
 
     // A frame budget below the stream's length stops it early.
     let budget = d.dir.path().join("budget.toml");
-    let text_cfg =
-        std::fs::read_to_string(&d.cfg).unwrap() + "[enroll]\nframes = 2\nmax_frames = 2\n";
+    let text_cfg = std::fs::read_to_string(&d.cfg)
+        .unwrap()
+        .replace("[enroll]\n", "[enroll]\nframes = 2\nmax_frames = 2\n");
     std::fs::write(&budget, text_cfg).unwrap();
     let o = common::edge_command()
         .arg("--config")
