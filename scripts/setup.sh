@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
 APT_PACKAGES=(libclang-dev gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross
-              libc6-dev-armhf-cross qemu-user curl)
+              libc6-dev-armhf-cross qemu-user curl openssl)
 RUST_TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 
 say() { printf '[setup] %s\n' "$*"; }

@@ -3,9 +3,11 @@
 //!
 //! The deciding thread owns the door; the API never touches the relay. It queues a
 //! [`DoorCommand`] here and waits for the deciding thread to carry it out (or refuse it) on its
-//! next tick. [`DoorControls::default`] is a door nobody administers: nothing queued, no
+//! next tick. A live enrollment borrows the camera's frames through the [`FrameTap`].
+//! [`DoorControls::default`] is a door nobody administers: nothing queued, no
 //! generation to keep up with.
 
+use crate::frame::Frame;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -97,11 +99,76 @@ impl CommandQueue {
     }
 }
 
+/// Another live enrollment holds the camera's frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("another live enrollment is using the door's camera; try again when it ends")]
+pub struct TapBusy;
+
+/// The door camera's frames, lent to one live enrollment at a time. The capture thread offers
+/// every frame; nothing is copied while nobody listens, and a listener that falls behind misses
+/// frames instead of slowing the door.
+#[derive(Debug, Default)]
+pub struct FrameTap {
+    listener: Mutex<Option<(u64, mpsc::SyncSender<Frame>)>>,
+    opened: AtomicU64,
+}
+
+/// The receiving end of an open [`FrameTap`]; dropping it closes the tap.
+pub struct TapReceiver {
+    pub frames: mpsc::Receiver<Frame>,
+    tap: Arc<FrameTap>,
+    id: u64,
+}
+
+impl Drop for TapReceiver {
+    fn drop(&mut self) {
+        let mut listener = self.tap.lock();
+        if listener.as_ref().is_some_and(|(id, _)| *id == self.id) {
+            *listener = None;
+        }
+    }
+}
+
+impl FrameTap {
+    /// Listen to the camera, with up to `depth` frames waiting.
+    pub fn open(self: &Arc<Self>, depth: usize) -> Result<TapReceiver, TapBusy> {
+        let mut listener = self.lock();
+        if listener.is_some() {
+            return Err(TapBusy);
+        }
+        let id = self.opened.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = mpsc::sync_channel(depth.max(1));
+        *listener = Some((id, tx));
+        Ok(TapReceiver {
+            frames: rx,
+            tap: Arc::clone(self),
+            id,
+        })
+    }
+
+    /// Hand `frame` to the listener, if any, without waiting.
+    pub fn offer(&self, frame: &Frame) {
+        let mut listener = self.lock();
+        let Some((_, tx)) = listener.as_ref() else {
+            return;
+        };
+        if let Err(mpsc::TrySendError::Disconnected(_)) = tx.try_send(frame.clone()) {
+            *listener = None;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, mpsc::SyncSender<Frame>)>> {
+        self.listener.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Shared between a running door and its admin API; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct DoorControls {
     pub stats: Arc<LiveStats>,
     pub commands: Arc<CommandQueue>,
+    /// The camera's frames for a live enrollment through the API.
+    pub tap: Arc<FrameTap>,
     /// The gallery generation in force ([`crate::gallery::LiveGallery::generation_watch`]): a
     /// result recognised while an older one was in force is not decided on, so the first frame
     /// decided after an admin's change returns is judged by the changed gallery.
@@ -163,5 +230,26 @@ mod tests {
             q.submit(unlock, &running, Duration::from_millis(10)),
             Err(CommandError::Timeout(Duration::from_millis(10)))
         );
+    }
+
+    #[test]
+    fn the_tap_lends_frames_to_one_listener_and_closes_when_it_goes() {
+        let tap = Arc::new(FrameTap::default());
+        let frame = |seq| Frame {
+            image: image::RgbImage::new(2, 2),
+            captured_at: Duration::from_millis(seq),
+            seq,
+        };
+        tap.offer(&frame(0)); // nobody listens: nothing kept
+        let rx = tap.open(1).unwrap();
+        assert_eq!(tap.open(1).err(), Some(TapBusy));
+        tap.offer(&frame(1));
+        tap.offer(&frame(2)); // the listener is behind: dropped, the door goes on
+        assert_eq!(rx.frames.try_recv().unwrap().seq, 1);
+        assert!(rx.frames.try_recv().is_err());
+        drop(rx);
+        let rx = tap.open(1).expect("free again once the listener went away");
+        tap.offer(&frame(3));
+        assert_eq!(rx.frames.try_recv().unwrap().seq, 3);
     }
 }

@@ -8,7 +8,7 @@
 //! source, or on the first fatal error; in every case the door is locked before returning.
 
 use crate::audit::{AuditError, AuditLog};
-use crate::control::{DoorCommand, DoorControls, LiveStats};
+use crate::control::{DoorCommand, DoorControls, FrameTap, LiveStats};
 use crate::door::{DoorController, DoorError, DoorEvent, DoorParts, Observation};
 use crate::frame::{Frame, FrameError, FrameSource};
 use embedded_hal::digital::{InputPin, OutputPin};
@@ -376,16 +376,17 @@ where
     let results = Arc::new(LatestSlot::<Stamped<Vec<Observation>>>::new());
 
     let capture = {
-        let (stop, counters, frames, clock) = (
+        let (stop, counters, frames, clock, tap) = (
             Arc::clone(&stop),
             Arc::clone(&counters),
             Arc::clone(&frames),
             Arc::clone(&clock),
+            Arc::clone(&controls.tap),
         );
         thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
-                let cause = capture_loop(open_source, &frames, &counters, &stop, &*clock);
+                let cause = capture_loop(open_source, &frames, &counters, &tap, &stop, &*clock);
                 frames.close(cause);
             })
     };
@@ -563,6 +564,7 @@ fn capture_loop<S, F>(
     open_source: F,
     frames: &LatestSlot<Stamped<Frame>>,
     counters: &LiveStats,
+    tap: &FrameTap,
     stop: &AtomicBool,
     clock: &dyn Clock,
 ) -> StopCause
@@ -580,6 +582,7 @@ where
         match source.next_frame() {
             Ok(Some(frame)) => {
                 LiveStats::bump(&counters.frames_captured);
+                tap.offer(&frame);
                 let stamped = Stamped {
                     at: clock.now(),
                     seq: frame.seq,

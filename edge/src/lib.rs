@@ -11,7 +11,8 @@
 //! recording in lockstep; [`terminal`] reads the door's config; [`machine`] names the machine
 //! benchmark figures come from; [`state`] records the newest gallery generation and bundle
 //! version seen (rollback protection); [`service`] is `edge run` as one door service that owns
-//! all of it, with its admin API, and [`control`] what that API may see and ask of the door.
+//! all of it, with its admin API, and [`control`] what that API may see and ask of the door;
+//! [`enrollment`] steps a live enrollment (the CLI's camera, or frames lent by the door's).
 
 pub mod align;
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod daemon;
 pub mod detect;
 pub mod door;
 pub mod embed;
+pub mod enrollment;
 pub mod frame;
 pub mod gallery;
 pub mod machine;

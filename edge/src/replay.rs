@@ -137,6 +137,7 @@ where
         };
         sink.report.frames_captured += 1;
         LiveStats::bump(&stats.frames_captured);
+        controls.tap.offer(&frame);
         // A recording's clock never runs backwards for the door.
         now = now.max(frame.captured_at);
         match door.tick(now) {

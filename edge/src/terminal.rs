@@ -1,5 +1,5 @@
-//! The door terminal's own sections of `edge.toml`: `[camera]`, `[door]`, `[audit]`, `[daemon]`
-//! and `[admin]`.
+//! The door terminal's own sections of `edge.toml`: `[camera]`, `[door]`, `[audit]`, `[daemon]`,
+//! `[admin]` and `[enroll]`.
 //!
 //! Read from the whole file so they can sit beside the pipeline's sections; each section
 //! rejects unknown keys and is range-checked. Relative file paths (`[camera] path`,
@@ -46,6 +46,8 @@ pub struct TerminalConfig {
     pub daemon: DaemonConfig,
     /// The admin API; `None` (no `[admin]` section): the door runs without one.
     pub admin: Option<AdminConfig>,
+    /// How the API's live enrollment guides and when it gives up.
+    pub enroll: EnrollConfig,
 }
 
 impl TerminalConfig {
@@ -58,9 +60,11 @@ impl TerminalConfig {
             audit: section(&table, "audit")?.unwrap_or_default(),
             daemon: section(&table, "daemon")?.unwrap_or_default(),
             admin: section(&table, "admin")?,
+            enroll: section(&table, "enroll")?.unwrap_or_default(),
         };
         cfg.camera.validate()?;
         cfg.door.validate()?;
+        cfg.enroll.validate()?;
         cfg.daemon.validate()?;
         if let Some(admin) = &cfg.admin {
             admin.validate()?;
@@ -108,6 +112,18 @@ impl EnrollSections {
         cfg.camera.path = cfg.camera.path.map(|p| base.join(p));
         Ok(cfg)
     }
+}
+
+/// `[admin]` alone (`None` without it), for the CLI to find a running door service.
+pub fn admin_section(path: &Path) -> Result<Option<AdminConfig>, TerminalConfigError> {
+    let (text, base) = read_config(path)?;
+    let table: toml::Table = text.parse()?;
+    let mut admin: Option<AdminConfig> = section(&table, "admin")?;
+    if let Some(a) = &mut admin {
+        a.validate()?;
+        a.resolve(base);
+    }
+    Ok(admin)
 }
 
 /// The text of the config at `path` and the directory its relative paths are taken from.

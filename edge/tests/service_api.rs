@@ -107,6 +107,10 @@ lockout_after_unknowns = 10
 unknown_window_ms = 60000
 lockout_ms = 1000
 
+# Wall-clock seconds: frames under qemu on a loaded machine are slow; the frame budget decides.
+[enroll]
+timeout_secs = 3600
+
 [admin]
 socket = "admin.sock"
 pin_file = "admin.pin"
@@ -115,10 +119,16 @@ max_failures = 3
 
 impl Door {
     fn start() -> Option<Self> {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A door whose `[admin]` section gets the lines `admin_lines(dir)` returns.
+    fn start_with(admin_lines: impl FnOnce(&Path) -> String) -> Option<Self> {
         let yunet = common::kit("models/yunet_2023mar.fp32.onnx")?;
         let sface = common::kit("models/sface_2021dec.fp32.onnx")?;
         let dir = tempfile::tempdir().unwrap();
-        let text = common::sface_config(&yunet, &sface, dir.path(), 320) + DOOR;
+        let text =
+            common::sface_config(&yunet, &sface, dir.path(), 320) + DOOR + &admin_lines(dir.path());
         let config = dir.path().join("edge.toml");
         std::fs::write(&config, &text).unwrap();
         let cfg = edge::Config::load(&config).unwrap();
@@ -137,15 +147,17 @@ impl Door {
             bundle_version: None,
             thresholds: json!(r.thresholds()),
         };
-        let service = Arc::new(DoorService::new(
+        let mut service = DoorService::new(
             &admin,
             Arc::clone(&gallery),
             Arc::clone(&pipeline),
             audit.clone(),
             model,
             PeerPolicy::owner_only(),
-        ));
-        let server = edge::service::serve_unix(Arc::clone(&service), &admin.socket).unwrap();
+        );
+        service.enroll = terminal.enroll.clone();
+        let service = Arc::new(service);
+        let server = edge::service::serve(Arc::clone(&service), &admin).unwrap();
 
         let clock = Arc::new(TestClock::default());
         let (camera, frames) = mpsc::channel();
@@ -287,9 +299,15 @@ impl Door {
 
 /// `curl` over the admin socket; the status and the JSON body (Null when empty).
 fn curl(socket: &Path, args: &[&str]) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "600", "--unix-socket"])
-        .arg(socket)
+    let mut cmd = Command::new("curl");
+    cmd.arg("--unix-socket").arg(socket);
+    run_curl(cmd, args)
+}
+
+/// Run `cmd` (curl with its transport options) on `args`; the status and the JSON body.
+fn run_curl(mut cmd: Command, args: &[&str]) -> (u16, Value) {
+    let out = cmd
+        .args(["-sS", "--max-time", "600"])
         .args(["-w", "\n%{http_code}"])
         .args(args)
         .output()
@@ -356,19 +374,46 @@ fn enrolled_through_the_api_let_in_then_removed_and_denied_without_a_restart() {
     assert_eq!(unlocked.len(), 1, "{unlocked:?}");
     assert_eq!(unlocked[0]["person"]["id"], id.as_str());
 
-    // While the door runs it holds the gallery: the CLI cannot write behind its back.
-    let cli = common::edge_command()
-        .arg("--config")
-        .arg(&door.config)
-        .args(["gallery", "remove", &id])
-        .output()
-        .unwrap();
-    let (_, stderr) = common::output_text(&cli);
-    assert_eq!(cli.status.code(), Some(2), "{stderr}");
+    // While the door runs it holds the gallery: the CLI goes through its API, with the PIN.
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = common::edge_command()
+            .arg("--config")
+            .arg(&door.config)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = cli(&["gallery", "remove", &id], "");
+    let (_, stderr) = common::output_text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("lock") && stderr.contains("door service"),
+        stderr.contains("door service") && stderr.contains("PIN"),
         "{stderr}"
     );
+    let o = cli(
+        &["--json", "gallery", "rename", &id, "Barack H. Obama"],
+        &format!("{PIN}\n"),
+    );
+    let (stdout, stderr) = common::output_text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    let renamed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(renamed["renamed"], id.as_str());
+    let o = cli(&["--json", "gallery", "list"], &format!("{PIN}\n"));
+    let (stdout, stderr) = common::output_text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["people"][0]["name"], "Barack H. Obama", "{listed}");
 
     // Removed through the API: the very next approach is judged without them.
     let (status, body) = door.curl(&[
@@ -379,7 +424,7 @@ fn enrolled_through_the_api_let_in_then_removed_and_denied_without_a_restart() {
         &format!("http://door/api/v1/people/{id}"),
     ]);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["removed"]["name"], "Barack Obama");
+    assert_eq!(body["removed"]["name"], "Barack H. Obama");
     door.approach(&face);
     assert_eq!(
         door.door_events("unlocked").len(),
@@ -404,7 +449,7 @@ fn enrolled_through_the_api_let_in_then_removed_and_denied_without_a_restart() {
     let (status, st) = door.curl(&["http://door/api/v1/status"]);
     assert_eq!(status, 200);
     assert_eq!(st["gallery"]["people"], 0);
-    assert_eq!(st["gallery"]["generation"], 2);
+    assert_eq!(st["gallery"]["generation"], 3);
     assert_eq!(st["door"]["running"], true);
 
     let audit_path = door.dir.path().join("audit.jsonl");
@@ -417,7 +462,7 @@ fn enrolled_through_the_api_let_in_then_removed_and_denied_without_a_restart() {
         .filter(|e| e["event"] == "admin")
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["enroll", "remove"]);
+    assert_eq!(actions, ["enroll", "update", "remove"]);
     assert!(entries
         .iter()
         .filter(|e| e["event"] == "admin")
@@ -429,7 +474,7 @@ fn enrolled_through_the_api_let_in_then_removed_and_denied_without_a_restart() {
         .load()
         .unwrap()
         .unwrap();
-    assert_eq!((g.generation, g.people.len()), (2, 0));
+    assert_eq!((g.generation, g.people.len()), (3, 0));
 }
 
 #[test]
@@ -631,4 +676,228 @@ fn concurrent_admin_changes_are_all_kept() {
         (people.len() * (1 + ROUNDS)) as u64
     );
     door.stop();
+}
+
+/// The events of a server-sent event stream so far: (event, data).
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = Some(k.to_string());
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            if let (Some(k), Ok(v)) = (kind.take(), serde_json::from_str(d)) {
+                out.push((k, v));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn enrolled_live_from_the_door_camera_while_it_runs_then_let_in() {
+    let names = ["obama/obama.jpg", "obama/obama1.jpg", "obama/obama2.jpg"];
+    let Some(paths) = names
+        .iter()
+        .map(|p| kit_photo(p))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let Some(door) = Door::start() else { return };
+    let photos: Vec<RgbImage> = paths.iter().map(|p| load_image(p).unwrap()).collect();
+    let token = door.login();
+    let url = "http://door/api/v1/people/Barack%20Obama/enroll-live";
+
+    // Nobody of that name and no `create`: refused before the camera is borrowed.
+    let (status, body) = door.curl(&["-X", "POST", "-H", &bearer(&token), url]);
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("create"), "{body}");
+
+    let stream = door.dir.path().join("enroll-live.sse");
+    let mut admin = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "600", "--unix-socket"])
+        .arg(&door.socket)
+        .args(["-X", "POST", "-H", &bearer(&token)])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"create": true, "frames": 2}"#, url])
+        .stdout(std::fs::File::create(&stream).unwrap())
+        .spawn()
+        .unwrap();
+    let events = || sse_events(&std::fs::read_to_string(&stream).unwrap_or_default());
+    door.wait_until("the enrollment to borrow the camera", || {
+        events().iter().any(|(k, _)| k == "ready")
+    });
+    // One enrollment at a time.
+    let (status, body) = door.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer(&token),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"create": true}"#,
+        url,
+    ]);
+    assert_eq!(status, 409, "{body}");
+
+    // The person holds still in front of the door: each photo twice, like consecutive video
+    // frames. The door keeps deciding every frame; the enrollment judges each one too.
+    let mut shown = Vec::new();
+    let finished = |e: &[(String, Value)]| e.iter().any(|(k, _)| k == "enrolled" || k == "failed");
+    'feed: for _ in 0..4 {
+        for (i, photo) in photos.iter().enumerate() {
+            for _ in 0..2 {
+                if finished(&events()) {
+                    break 'feed;
+                }
+                shown.push(i);
+                door.show(photo);
+                let judged = shown.len();
+                door.wait_until("the enrollment to judge the frame", || {
+                    let e = events();
+                    finished(&e) || e.iter().filter(|(k, _)| k == "guidance").count() >= judged
+                });
+            }
+        }
+    }
+    assert!(admin.wait().unwrap().success());
+    let events = events();
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "enrolled", "{events:?}");
+    assert_eq!(done["templates_added"], 2);
+    assert_eq!(done["person"]["name"], "Barack Obama");
+    let id = done["person"]["id"].as_str().unwrap().to_string();
+    // Each guidance event names its camera frame; the kept ones are the photos to come back with.
+    let kept: Vec<usize> = events
+        .iter()
+        .filter(|(k, v)| k == "guidance" && v["kept"].as_u64() > Some(0))
+        .filter(|(_, v)| v["advice"] == "good, keep still" || v["advice"] == "done, thank you")
+        .map(|(_, v)| shown[v["frame"].as_u64().unwrap() as usize])
+        .collect();
+    assert_eq!(kept.len(), 2, "{events:?}");
+    assert!(
+        door.door_events("unlocked").is_empty(),
+        "nobody was enrolled while they stood there"
+    );
+
+    // Their next approach, showing a frame the enrollment kept, is let in.
+    door.leave();
+    door.approach(&photos[kept[0]]);
+    let unlocked = door.door_events("unlocked");
+    assert_eq!(unlocked.len(), 1, "{unlocked:?}");
+    assert_eq!(unlocked[0]["person"]["id"], id.as_str());
+
+    let audit_path = door.dir.path().join("audit.jsonl");
+    let (_, _dir) = door.stop();
+    let live: Vec<Value> = audit_entries(&audit_path)
+        .into_iter()
+        .filter(|e| e["action"] == "enroll_live")
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["templates"], 2);
+    assert!(live[0]["by"]["session"].is_string());
+}
+
+#[test]
+fn over_tls_every_call_needs_a_session_and_the_certificate_is_checked() {
+    let Some(door) = Door::start_with(|dir| {
+        // A self-signed certificate, made the way docs/API.md tells an installer to.
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "30", "-subj", "/CN=door"])
+            .args(["-addext", "subjectAltName=DNS:door"])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .output()
+            .expect("openssl (apt package openssl, installed by scripts/setup.sh)");
+        assert!(made.status.success(), "{:?}", common::output_text(&made));
+        "listen = \"127.0.0.1:0\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n".into()
+    }) else {
+        return;
+    };
+    let addr = door.server.as_ref().unwrap().tls_addr().unwrap();
+    let cert = door.dir.path().join("cert.pem");
+    let resolve = format!("door:{}:127.0.0.1", addr.port());
+    let https = |args: &[&str]| {
+        let mut cmd = Command::new("curl");
+        cmd.arg("--cacert").arg(&cert).args(["--resolve", &resolve]);
+        run_curl(cmd, args)
+    };
+    let base = format!("https://door:{}", addr.port());
+
+    // Over the network even status needs a session (the socket's group check is not there).
+    let (status, body) = https(&[&format!("{base}/api/v1/status")]);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = https(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &json!({ "pin": PIN }).to_string(),
+        &format!("{base}/api/v1/session"),
+    ]);
+    assert_eq!(status, 201, "{body}");
+    let auth = bearer(body["token"].as_str().unwrap());
+    let (status, body) = https(&["-H", &auth, &format!("{base}/api/v1/status")]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["door"]["running"], true);
+    let (status, body) = https(&["-H", &auth, &format!("{base}/api/v1/people")]);
+    assert_eq!((status, &body["people"]), (200, &json!([])), "{body}");
+
+    // A client that does not trust this certificate gets no answer at all: real TLS.
+    let untrusting = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--resolve", &resolve])
+        .arg(format!("{base}/api/v1/status"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        untrusting.status.code(),
+        Some(60),
+        "{:?}",
+        common::output_text(&untrusting)
+    );
+    // Plain HTTP on the TLS port is not served.
+    let plain = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{}/api/v1/status", addr.port()))
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&plain.stdout).to_string();
+    assert!(
+        !plain.status.success() || code.trim() != "200",
+        "plain HTTP answered {code}"
+    );
+
+    let audit_path = door.dir.path().join("audit.jsonl");
+    let (_, _dir) = door.stop();
+    let opened: Vec<Value> = audit_entries(&audit_path)
+        .into_iter()
+        .filter(|e| e["event"] == "admin_session_opened")
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert!(opened[0]["remote"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert!(opened[0]["uid"].is_null());
 }

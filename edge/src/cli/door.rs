@@ -229,15 +229,17 @@ fn start(
                 Path::new("/etc/group"),
             )
             .map_err(|e| fail("admin_api")(e.into()))?;
-            let service = Arc::new(DoorService::new(
+            let mut service = DoorService::new(
                 admin,
                 Arc::clone(&gallery),
                 Arc::clone(&pipeline),
                 audit.clone(),
                 model,
                 peers,
-            ));
-            let server = edge::service::serve_unix(Arc::clone(&service), &admin.socket)
+            );
+            service.enroll = terminal.enroll.clone();
+            let service = Arc::new(service);
+            let server = edge::service::serve(Arc::clone(&service), &admin)
                 .map_err(|e| fail("admin_api")(e.into()))?;
             Some((service, server))
         }

@@ -3,16 +3,16 @@
 use super::{load_pipeline, now_unix, Output};
 use anyhow::{bail, Context, Result};
 use edge::config::Config;
-use edge::door::enroll_guide::{verify_admin_pin, EnrollGuide, FaceSample, Guidance, GuideConfig};
+use edge::door::enroll_guide::{verify_admin_pin, Guidance};
+use edge::enrollment::LiveEnrollment;
 use edge::frame::FrameSource;
 use edge::gallery;
 use edge::terminal::EnrollSections;
 use serde_json::json;
-use shared::{Condition, Template};
+use shared::Template;
 use std::io::BufRead;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 pub struct CameraEnroll<'a> {
     pub config_path: &'a Path,
@@ -109,46 +109,17 @@ fn capture(
     cfg: &edge::door::enroll_guide::EnrollConfig,
     out: &Output,
 ) -> Result<Vec<Template>> {
-    let guide_cfg = GuideConfig {
-        frames: cfg.frames,
-        ..GuideConfig::default()
-    };
-    let mut guide: Option<EnrollGuide> = None;
-    let mut templates = Vec::new();
+    let mut enrollment = LiveEnrollment::new(pipeline, cfg.clone(), now_unix);
     let mut last: Option<Guidance> = None;
-    let started = Instant::now();
-    let timeout = Duration::from_secs(cfg.timeout_secs);
     let mut seen = 0usize;
-    let give_up = |why: String, kept: usize, last: Option<Guidance>| {
-        anyhow::anyhow!(
-            "enrollment gave up: {why}; kept {kept} of {} good frames (last advice: {})",
-            cfg.frames,
-            last.map_or("none", Guidance::message)
-        )
-    };
-    while templates.len() < cfg.frames {
-        if seen >= cfg.max_frames {
-            return Err(give_up(
-                format!("no success within {} frames", cfg.max_frames),
-                templates.len(),
-                last,
-            ));
-        }
-        if started.elapsed() > timeout {
-            return Err(give_up(
-                format!("no success within {} s", cfg.timeout_secs),
-                templates.len(),
-                last,
-            ));
-        }
+    while !enrollment.is_done() {
+        enrollment.check_limits()?;
         let frame = match source.next_frame() {
             Ok(Some(f)) => f,
             Ok(None) => {
-                return Err(give_up(
-                    format!("{} ended after {seen} frames", source.describe()),
-                    templates.len(),
-                    last,
-                ))
+                return Err(enrollment
+                    .gave_up(format!("{} ended after {seen} frames", source.describe()))
+                    .into())
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
@@ -157,57 +128,17 @@ fn capture(
             }
         };
         seen += 1;
-        let image = &frame.image;
-        let guide = guide.get_or_insert_with(|| {
-            EnrollGuide::new(guide_cfg.clone(), image.width(), image.height())
-        });
-        guide.set_frame_size(image.width(), image.height());
-        let faces = pipeline.detect(image)?;
-        let mut samples = Vec::with_capacity(faces.len());
-        let mut largest = None;
-        for (k, face) in faces.iter().enumerate() {
-            let b = face.bbox;
-            let mut sample = FaceSample {
-                bbox: [b.x, b.y, b.w, b.h],
-                landmarks: face.landmarks,
-                quality: 0.0,
-                quality_ok: false,
-                embedding: Vec::new(),
-            };
-            // Only the largest face is worth embedding; others only make the guide ask for one
-            // person at a time.
-            if k == 0 {
-                let (verdict, embedding) = pipeline.analyse(image, face)?;
-                sample.quality = verdict.score;
-                sample.quality_ok = verdict.passed();
-                if let Some(e) = &embedding {
-                    sample.embedding = e.embedding.as_slice().to_vec();
-                }
-                largest = embedding.map(|e| Template {
-                    masked: e.mask_prob.map(|_| e.condition == Condition::Masked),
-                    embedding: e.embedding,
-                    quality: verdict.score,
-                    created_unix: now_unix(),
-                });
-            }
-            samples.push(sample);
-        }
-        let advice = guide.offer(&samples);
-        if matches!(advice, Guidance::Good | Guidance::Done) {
-            if let Some(t) = largest {
-                templates.push(t);
-            }
-        }
+        let step = enrollment.offer(&frame)?;
         if out.json {
             outln!(
                 "{}",
-                json!({"event": "guidance", "frame": frame.seq, "advice": advice.message(),
-                       "kept": templates.len(), "wanted": cfg.frames})
+                json!({"event": "guidance", "frame": step.frame, "advice": step.advice.message(),
+                       "kept": step.kept, "wanted": step.wanted})
             );
-        } else if last != Some(advice) || matches!(advice, Guidance::Good) {
-            eprintln!("[{}/{}] {}", templates.len(), cfg.frames, advice.message());
+        } else if last != Some(step.advice) || matches!(step.advice, Guidance::Good) {
+            eprintln!("[{}/{}] {}", step.kept, step.wanted, step.advice.message());
         }
-        last = Some(advice);
+        last = Some(step.advice);
     }
-    Ok(templates)
+    Ok(enrollment.into_templates())
 }

@@ -35,6 +35,7 @@ macro_rules! out {
 
 mod door;
 mod enroll;
+mod remote;
 
 /// True when the error is stdout's reader having gone away: not a failure of the command.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -197,6 +198,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         json: cli.json,
         wait: cli.wait.map(std::time::Duration::from_secs),
     };
+    // A running door service holds the gallery and the camera: go through it.
+    if let Some(socket) = remote::service_for(&cli.config, &command)? {
+        return remote::run(&socket, &out, command);
+    }
     match command {
         Command::Enroll {
             name,

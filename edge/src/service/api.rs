@@ -2,7 +2,7 @@
 //!
 //! Routes (docs/API.md has curl examples):
 //! `GET /api/v1/status`; `POST|DELETE /api/v1/session`; `GET|POST /api/v1/people`;
-//! `PATCH|DELETE /api/v1/people/{id}`; `GET /api/v1/events[?limit=N][&follow=1]`;
+//! `PATCH|DELETE /api/v1/people/{id}`; `POST /api/v1/people/{id}/photos`; `POST /api/v1/people/{id}/enroll-live` (SSE); `GET /api/v1/events[?limit=N][&follow=1]`;
 //! `POST /api/v1/door/unlock`. Everything but status needs a session (bearer token). Every
 //! error is JSON, `{"error": "..."}`, with a message that names the problem. A change answers
 //! only after it is saved and in force: the first frame decided after a `DELETE` returns is
@@ -25,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -43,7 +43,7 @@ pub const MAX_PHOTOS: usize = 20;
 /// How long a remote unlock waits for the door loop.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Shared = Arc<DoorService>;
+pub(super) type Shared = Arc<DoorService>;
 
 /// An error as the API answers it: a status and a message naming the problem.
 #[derive(Debug)]
@@ -65,6 +65,11 @@ impl ApiError {
     fn retry_after(mut self, wait: Duration) -> Self {
         self.retry_after_s = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
         self
+    }
+
+    /// What went wrong, as the client reads it.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     fn internal(e: impl std::fmt::Display) -> Self {
@@ -118,7 +123,7 @@ pub struct Admin {
 
 impl Admin {
     /// How audit lines name this admin.
-    fn who(&self) -> Value {
+    pub(super) fn who(&self) -> Value {
         json!({ "session": self.session.id, "uid": self.session.uid })
     }
 
@@ -177,14 +182,35 @@ impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for PeerCred {
     }
 }
 
+/// Who is calling, as the transport tells it: a local user (Unix socket, uid from the kernel) or
+/// a network address (TLS).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: Option<u32>,
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+impl Caller {
+    /// How audit lines name the caller.
+    fn audit(&self) -> Value {
+        json!({ "uid": self.uid, "remote": self.remote.map(|r| r.to_string()) })
+    }
+}
+
 /// Refuse peers outside `[admin] allowed_groups` before any handler runs.
-async fn check_peer(State(s): State<Shared>, request: Request, next: Next) -> Response {
+async fn check_peer(State(s): State<Shared>, mut request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<PeerCred>>()
         .map(|c| c.0);
     match peer {
-        Some(p) if p.uid != u32::MAX && s.peers.allows(&p) => next.run(request).await,
+        Some(p) if p.uid != u32::MAX && s.peers.allows(&p) => {
+            request.extensions_mut().insert(Caller {
+                uid: Some(p.uid),
+                remote: None,
+            });
+            next.run(request).await
+        }
         Some(p) => ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -198,8 +224,38 @@ async fn check_peer(State(s): State<Shared>, request: Request, next: Next) -> Re
     }
 }
 
-/// The API's routes over `service`.
-pub fn router(service: Shared) -> Router {
+/// Name a TLS caller by its address; only the PIN session stands between it and the API.
+async fn tcp_caller(mut request: Request, next: Next) -> Response {
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    request
+        .extensions_mut()
+        .insert(Caller { uid: None, remote });
+    next.run(request).await
+}
+
+/// The API on the Unix socket: peers checked by uid/gid.
+pub fn unix_router(service: Shared) -> Router {
+    routes()
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&service),
+            check_peer,
+        ))
+        .with_state(service)
+}
+
+/// The API on TLS (`[admin] listen`).
+pub fn tls_router(service: Shared) -> Router {
+    routes()
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .layer(middleware::from_fn(tcp_caller))
+        .with_state(service)
+}
+
+fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/status", get(status))
         .route(
@@ -211,6 +267,11 @@ pub fn router(service: Shared) -> Router {
             "/api/v1/people/{id}",
             patch(update_person).delete(remove_person),
         )
+        .route("/api/v1/people/{id}/photos", post(add_photos))
+        .route(
+            "/api/v1/people/{id}/enroll-live",
+            post(super::enroll_live::enroll_live),
+        )
         .route("/api/v1/events", get(events))
         .route("/api/v1/door/unlock", post(unlock))
         .fallback(|| async {
@@ -219,19 +280,21 @@ pub fn router(service: Shared) -> Router {
                 "no such endpoint (see docs/API.md: /api/v1/status, /session, /people, /events, /door/unlock)",
             )
         })
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&service),
-            check_peer,
-        ))
-        .with_state(service)
 }
 
-async fn status(State(s): State<Shared>) -> Json<Value> {
+async fn status(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    admin: Result<Admin, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    // Local users in allowed_groups may look without a session; the network may not.
+    if caller.remote.is_some() {
+        admin?;
+    }
     let snapshot = s.gallery.snapshot();
     let stats = &s.controls.stats;
     let uptime = s.started.elapsed();
-    Json(json!({
+    Ok(Json(json!({
         "model_id": s.model.model_id,
         "bundle_version": s.model.bundle_version,
         "thresholds": s.model.thresholds,
@@ -260,7 +323,7 @@ async fn status(State(s): State<Shared>) -> Json<Value> {
         "started_unix": s.started_unix,
         "audit": { "path": s.audit.path().display().to_string(), "entries": s.audit.entries() },
         "last_event": s.events.last(),
-    }))
+    })))
 }
 
 #[derive(Deserialize)]
@@ -271,7 +334,7 @@ struct Login {
 
 async fn open_session(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(login) = body?;
@@ -330,7 +393,8 @@ async fn open_session(
         };
         s.record(json!({
             "event": "admin_session_failed",
-            "uid": peer.uid,
+            "uid": caller.uid,
+            "remote": caller.audit()["remote"],
             "failures_in_window": failures,
             "lockout_s": lockout.map(|d| d.as_secs()),
         }))
@@ -350,11 +414,14 @@ async fn open_session(
     let (token, session, ttl) = {
         let mut auth = s.auth.lock().unwrap_or_else(|p| p.into_inner());
         auth.throttle.succeeded();
-        let (token, session) = auth.sessions.open(Some(peer.uid), now);
+        let (token, session) = auth.sessions.open(caller.uid, now);
         (token, session, auth.sessions.ttl())
     };
-    s.record(json!({"event": "admin_session_opened", "session": session.id, "uid": peer.uid}))
-        .map_err(ApiError::internal)?;
+    s.record(
+        json!({"event": "admin_session_opened", "session": session.id,
+                    "uid": caller.uid, "remote": caller.audit()["remote"]}),
+    )
+    .map_err(ApiError::internal)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token, "session": session.id, "expires_in_s": ttl.as_secs()})),
@@ -432,7 +499,7 @@ async fn change_gallery<T: Send + 'static>(
 }
 
 /// Record an admin's change; the change is already saved, so a failure here says so.
-fn record_change(s: &Shared, entry: Value) -> Result<(), ApiError> {
+pub(super) fn record_change(s: &Shared, entry: Value) -> Result<(), ApiError> {
     s.record(entry).map_err(|e| {
         tracing::error!("admin change saved but not audited: {e}");
         ApiError::internal(format!(
@@ -441,7 +508,7 @@ fn record_change(s: &Shared, entry: Value) -> Result<(), ApiError> {
     })
 }
 
-fn person_json(g: &shared::Gallery, id: shared::PersonId) -> Value {
+pub(super) fn person_json(g: &shared::Gallery, id: shared::PersonId) -> Value {
     gallery::summaries(g)
         .into_iter()
         .find(|p| p.id == id.to_string())
@@ -462,89 +529,117 @@ fn parse_unix(field: &str, text: &str) -> Result<Option<u64>, ApiError> {
     })
 }
 
-/// `POST /api/v1/people`, multipart: `name`, one or more `photo` files, and optionally
-/// `valid_from_unix` / `valid_until_unix`.
+/// An enrollment form: `name`, one or more `photo` files, and optionally `valid_from_unix` /
+/// `valid_until_unix`.
+#[derive(Default)]
+struct EnrollForm {
+    name: Option<String>,
+    valid_from: Option<u64>,
+    valid_until: Option<u64>,
+    photos: Vec<(String, Vec<u8>)>,
+}
+
+impl EnrollForm {
+    async fn read(mut form: Multipart) -> Result<Self, ApiError> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+        let mut out = Self::default();
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| bad(format!("bad multipart body: {e}")))?
+        {
+            let field_name = field.name().unwrap_or_default().to_string();
+            match field_name.as_str() {
+                "photo" => {
+                    if out.photos.len() == MAX_PHOTOS {
+                        return Err(bad(format!("at most {MAX_PHOTOS} photos per enrollment")));
+                    }
+                    let file = field
+                        .file_name()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("photo {}", out.photos.len() + 1));
+                    let bytes = field
+                        .bytes()
+                        .await
+                        .map_err(|e| bad(format!("{file}: {e}")))?;
+                    out.photos.push((file, bytes.to_vec()));
+                }
+                "name" | "valid_from_unix" | "valid_until_unix" => {
+                    let text = field
+                        .text()
+                        .await
+                        .map_err(|e| bad(format!("{field_name}: {e}")))?;
+                    match field_name.as_str() {
+                        "name" => out.name = Some(text),
+                        "valid_from_unix" => out.valid_from = parse_unix(&field_name, &text)?,
+                        _ => out.valid_until = parse_unix(&field_name, &text)?,
+                    }
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown form field {other:?} (expected name, photo, valid_from_unix, valid_until_unix)"
+                    )))
+                }
+            }
+        }
+        if out.photos.is_empty() {
+            return Err(bad("the form has no `photo` file".into()));
+        }
+        Ok(out)
+    }
+
+    /// The photos' templates, computed off the async threads; an error when none gave a face.
+    async fn templates(
+        self,
+        s: &Shared,
+        now: u64,
+    ) -> Result<(Vec<shared::Template>, Vec<EnrollImage>), ApiError> {
+        let pipeline = Arc::clone(&s.pipeline);
+        let photos = self.photos;
+        let (templates, report) = tokio::task::spawn_blocking(move || {
+            let mut images = Vec::with_capacity(photos.len());
+            for (file, bytes) in &photos {
+                images.push((file.clone(), decode_image(bytes, file)?));
+            }
+            pipeline.enrollment_templates(&images, now)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        if templates.is_empty() {
+            let why: Vec<String> = report
+                .iter()
+                .map(|r| format!("{}: {}", r.image, r.skipped.as_deref().unwrap_or("?")))
+                .collect();
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "no photo gave a usable face ({}); nothing was enrolled",
+                    why.join("; ")
+                ),
+            ));
+        }
+        Ok((templates, report))
+    }
+}
+
+/// `POST /api/v1/people`, multipart ([`EnrollForm`]): a new person.
 async fn enroll_people(
     State(s): State<Shared>,
     admin: Admin,
-    mut form: Multipart,
+    form: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
-    let mut name = None;
-    let (mut valid_from, mut valid_until) = (None, None);
-    let mut photos: Vec<(String, Vec<u8>)> = Vec::new();
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| bad(format!("bad multipart body: {e}")))?
-    {
-        let field_name = field.name().unwrap_or_default().to_string();
-        match field_name.as_str() {
-            "photo" => {
-                if photos.len() == MAX_PHOTOS {
-                    return Err(bad(format!("at most {MAX_PHOTOS} photos per enrollment")));
-                }
-                let file = field
-                    .file_name()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("photo {}", photos.len() + 1));
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| bad(format!("{file}: {e}")))?;
-                photos.push((file, bytes.to_vec()));
-            }
-            "name" | "valid_from_unix" | "valid_until_unix" => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| bad(format!("{field_name}: {e}")))?;
-                match field_name.as_str() {
-                    "name" => name = Some(text),
-                    "valid_from_unix" => valid_from = parse_unix(&field_name, &text)?,
-                    _ => valid_until = parse_unix(&field_name, &text)?,
-                }
-            }
-            other => {
-                return Err(bad(format!(
-                    "unknown form field {other:?} (expected name, photo, valid_from_unix, valid_until_unix)"
-                )))
-            }
-        }
-    }
-    let name = name.ok_or_else(|| bad("the form has no `name` field".into()))?;
-    if photos.is_empty() {
-        return Err(bad("the form has no `photo` file".into()));
-    }
-    let pipeline = Arc::clone(&s.pipeline);
+    let form = EnrollForm::read(form).await?;
+    let name = form
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the form has no `name` field"))?;
+    let (valid_from, valid_until) = (form.valid_from, form.valid_until);
     let now = unix_now();
-    let (templates, report) = tokio::task::spawn_blocking(move || {
-        let mut images = Vec::with_capacity(photos.len());
-        for (file, bytes) in &photos {
-            images.push((file.clone(), decode_image(bytes, file)?));
-        }
-        pipeline.enrollment_templates(&images, now)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    if templates.is_empty() {
-        let why: Vec<String> = report
-            .iter()
-            .map(|r: &EnrollImage| format!("{}: {}", r.image, r.skipped.as_deref().unwrap_or("?")))
-            .collect();
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "no photo gave a usable face ({}); nothing was enrolled",
-                why.join("; ")
-            ),
-        ));
-    }
+    let (templates, report) = form.templates(&s, now).await?;
     let count = templates.len();
-    let who = name.clone();
     let ((id, person), generation) = change_gallery(&s, move |g| {
-        let id = gallery::add_person(g, &who, templates, now)?;
+        let id = gallery::add_person(g, &name, templates, now)?;
         if valid_from.is_some() || valid_until.is_some() {
             gallery::set_validity(g, &id.to_string(), valid_from, valid_until, now)?;
         }
@@ -562,6 +657,46 @@ async fn enroll_people(
     Ok((
         StatusCode::CREATED,
         Json(json!({"person": person, "images": report, "generation": generation})),
+    ))
+}
+
+/// `POST /api/v1/people/{id}/photos`, multipart `photo` files: more templates for an enrolled
+/// person (as `edge enroll --update`).
+async fn add_photos(
+    State(s): State<Shared>,
+    admin: Admin,
+    UrlPath(who): UrlPath<String>,
+    form: Multipart,
+) -> Result<Json<Value>, ApiError> {
+    let form = EnrollForm::read(form).await?;
+    if form.name.is_some() || form.valid_from.is_some() || form.valid_until.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "this form takes only `photo` files (rename or change validity with PATCH /api/v1/people/{id})",
+        ));
+    }
+    // A wrong name stops before the models run.
+    gallery::find(&s.gallery.snapshot().gallery, &who)?;
+    let now = unix_now();
+    let (templates, report) = form.templates(&s, now).await?;
+    let count = templates.len();
+    let ((id, person), generation) = change_gallery(&s, move |g| {
+        let i = gallery::find(g, &who)?;
+        gallery::add_templates(g, i, templates, now)?;
+        let id = g.people[i].id;
+        Ok((id, person_json(g, id)))
+    })
+    .await?;
+    record_change(
+        &s,
+        json!({
+            "event": "admin", "action": "add_photos", "by": admin.who(),
+            "person": {"id": id.to_string(), "name": person["name"]},
+            "templates": count, "generation": generation,
+        }),
+    )?;
+    Ok(Json(
+        json!({"person": person, "images": report, "templates_added": count, "generation": generation}),
     ))
 }
 
@@ -739,11 +874,23 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("[admin] {what} {path}: {problem}")]
+    Tls {
+        what: &'static str,
+        path: String,
+        problem: String,
+    },
+    #[error("[admin] listen {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The running API; dropping it stops the server and removes the socket.
 pub struct ServerHandle {
     socket: PathBuf,
+    tls_addr: Option<std::net::SocketAddr>,
     service: Shared,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -751,6 +898,11 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Where the TLS API listens (the bound port when `listen` asked for port 0).
+    pub fn tls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tls_addr
     }
 }
 
@@ -764,9 +916,11 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Bind `socket` (mode 0660; a stale socket file nobody answers on is replaced) and serve the
-/// API on its own thread until the handle is dropped.
-pub fn serve_unix(service: Shared, socket: &Path) -> Result<ServerHandle, ServeError> {
+/// Bind the Unix socket `unix` (mode 0660; a stale socket file nobody answers on is replaced).
+fn bind_unix(
+    service: &Shared,
+    socket: &Path,
+) -> Result<std::os::unix::net::UnixListener, ServeError> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let label = socket.display().to_string();
     let io_err = |source| ServeError::Io {
@@ -799,6 +953,82 @@ pub fn serve_unix(service: Shared, socket: &Path) -> Result<ServerHandle, ServeE
         }
     }
     listener.set_nonblocking(true).map_err(io_err)?;
+    Ok(listener)
+}
+
+/// The TLS side of `cfg`: its certificate and key read (each error names its file) and its
+/// address bound, so a bad file or a taken port stops the start, not the first caller.
+fn bind_tls(
+    cfg: &super::AdminConfig,
+) -> Result<Option<(std::net::TcpListener, axum_server::tls_rustls::RustlsConfig)>, ServeError> {
+    let Some(addr) = cfg.tls_addr() else {
+        return Ok(None);
+    };
+    let read = |what: &'static str, path: &Option<PathBuf>| {
+        let path = path.clone().unwrap_or_default();
+        std::fs::read(&path).map_err(|e| ServeError::Tls {
+            what,
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        })
+    };
+    let (cert, key) = (read("cert", &cfg.cert)?, read("key", &cfg.key)?);
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_problem("cert", &cfg.cert, format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_problem(
+            "cert",
+            &cfg.cert,
+            "no CERTIFICATE in it".into(),
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|e| tls_problem("key", &cfg.key, format!("no PEM private key in it: {e}")))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| {
+            tls_problem(
+                "key",
+                &cfg.key,
+                format!("does not fit the certificate: {e}"),
+            )
+        })?;
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    Ok(Some((listener, tls)))
+}
+
+fn tls_problem(what: &'static str, path: &Option<PathBuf>, problem: String) -> ServeError {
+    ServeError::Tls {
+        what,
+        path: path.clone().unwrap_or_default().display().to_string(),
+        problem,
+    }
+}
+
+/// Serve the API on `cfg.socket` and, with `cfg.listen`, on TLS, on its own thread until the
+/// handle is dropped.
+pub fn serve(service: Shared, cfg: &super::AdminConfig) -> Result<ServerHandle, ServeError> {
+    let socket = cfg.socket.as_path();
+    let io_err = |source| ServeError::Io {
+        path: socket.display().to_string(),
+        source,
+    };
+    let tls = bind_tls(cfg)?;
+    let listener = bind_unix(&service, socket)?;
+    let tls_addr = match &tls {
+        Some((l, _)) => Some(l.local_addr().map_err(|source| ServeError::Listen {
+            addr: cfg.tls_addr().unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+            source,
+        })?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("admin-api")
@@ -807,7 +1037,8 @@ pub fn serve_unix(service: Shared, socket: &Path) -> Result<ServerHandle, ServeE
         .map_err(io_err)?;
     let stop_rx = service.stop.subscribe();
     let handle_service = Arc::clone(&service);
-    let app = router(Arc::clone(&service));
+    let unix_app = unix_router(Arc::clone(&service));
+    let tls_app = tls_router(Arc::clone(&service));
     let listener = {
         let _enter = runtime.enter();
         UnixListener::from_std(listener).map_err(io_err)?
@@ -817,10 +1048,35 @@ pub fn serve_unix(service: Shared, socket: &Path) -> Result<ServerHandle, ServeE
         .spawn(move || {
             runtime.block_on(async move {
                 tokio::spawn(sample_fps(Arc::clone(&service), stop_rx.clone()));
+                let tls_server = tls.map(|(listener, config)| {
+                    let handle = axum_server::Handle::new();
+                    let mut stop = stop_rx.clone();
+                    let on_stop = handle.clone();
+                    tokio::spawn(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                        on_stop.graceful_shutdown(Some(Duration::from_secs(2)));
+                    });
+                    tokio::spawn(async move {
+                        let served = axum_server::from_tcp_rustls(listener, config).map(|server| {
+                            server.handle(handle).serve(
+                                tls_app
+                                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                            )
+                        });
+                        match served {
+                            Ok(server) => {
+                                if let Err(e) = server.await {
+                                    tracing::error!("admin API (TLS) stopped: {e}");
+                                }
+                            }
+                            Err(e) => tracing::error!("admin API (TLS) could not start: {e}"),
+                        }
+                    })
+                });
                 let mut stop = stop_rx;
                 let server = axum::serve(
                     listener,
-                    app.into_make_service_with_connect_info::<PeerCred>(),
+                    unix_app.into_make_service_with_connect_info::<PeerCred>(),
                 )
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -828,13 +1084,20 @@ pub fn serve_unix(service: Shared, socket: &Path) -> Result<ServerHandle, ServeE
                 if let Err(e) = server.await {
                     tracing::error!("admin API stopped: {e}");
                 }
+                if let Some(tls) = tls_server {
+                    let _ = tls.await;
+                }
             });
             runtime.shutdown_timeout(Duration::from_secs(2));
         })
         .map_err(io_err)?;
     tracing::info!("admin API on {}", socket.display());
+    if let Some(addr) = tls_addr {
+        tracing::info!("admin API on https://{addr} (TLS)");
+    }
     Ok(ServerHandle {
         socket: socket.to_path_buf(),
+        tls_addr,
         service: handle_service,
         thread: Some(thread),
     })
@@ -862,5 +1125,34 @@ async fn sample_fps(s: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
             s.fps_bits.store(fps.to_bits(), Ordering::Relaxed);
         }
         last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_cfg(dir: &Path) -> super::super::AdminConfig {
+        super::super::AdminConfig {
+            listen: Some("127.0.0.1:0".into()),
+            cert: Some(dir.join("cert.pem")),
+            key: Some(dir.join("key.pem")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tls_files_that_cannot_be_used_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tls_cfg(dir.path());
+        let e = bind_tls(&cfg).err().unwrap().to_string();
+        assert!(e.contains("cert") && e.contains("cert.pem"), "{e}");
+        std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+        std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+        let e = bind_tls(&cfg).err().unwrap().to_string();
+        assert!(
+            e.contains("cert.pem") && e.contains("no CERTIFICATE"),
+            "{e}"
+        );
     }
 }

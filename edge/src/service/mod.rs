@@ -4,16 +4,20 @@
 //! [`DoorService`] is the one place that owns the door's state: the [`LiveGallery`] (writer lock
 //! held for life), the audit log handle, the door's [`DoorControls`], the [`EventFeed`] and the
 //! admin sessions. The door loop ([`crate::daemon`]) runs on its own threads and only reads the
-//! gallery snapshot; [`api`] is the HTTP face ([`serve_unix`]), [`auth`] the PIN, sessions and
+//! gallery snapshot; [`api`] is the HTTP face ([`serve`]: the Unix socket, and TLS on `listen`), `enroll_live` enrolls from the
+//! door's camera, [`client`] is the CLI's side of it, [`auth`] the PIN, sessions and
 //! throttle, [`peer`] the socket peer check, [`events`] the recent-events window.
 
 pub mod api;
 pub mod auth;
+pub mod client;
+mod enroll_live;
 pub mod events;
 pub mod peer;
 
 use crate::audit::AuditLog;
 use crate::control::DoorControls;
+use crate::door::enroll_guide::EnrollConfig;
 use crate::gallery::LiveGallery;
 use crate::pipeline::Pipeline;
 use auth::{PinFile, Sessions, Throttle, ThrottlePolicy};
@@ -45,6 +49,12 @@ pub struct AdminConfig {
     pub max_failures: u32,
     pub failure_window_s: u64,
     pub lockout_s: u64,
+    /// Also serve the API on TCP with TLS at this "ADDR:PORT" (e.g. "0.0.0.0:8443"). Over the
+    /// network every call, status included, needs a session.
+    pub listen: Option<String>,
+    /// PEM certificate chain and private key for `listen`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -57,6 +67,9 @@ impl Default for AdminConfig {
             max_failures: 5,
             failure_window_s: 300,
             lockout_s: 300,
+            listen: None,
+            cert: None,
+            key: None,
         }
     }
 }
@@ -85,13 +98,36 @@ impl AdminConfig {
                 "must be more than 0",
             ));
         }
+        if let Some(listen) = &self.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::new(
+                    "admin",
+                    "listen",
+                    "must be ADDR:PORT, e.g. \"0.0.0.0:8443\" or \"[::]:8443\"",
+                ));
+            }
+            if self.cert.is_none() || self.key.is_none() {
+                return Err(ConfigError::new(
+                    "admin",
+                    "cert/key",
+                    "listen serves TLS only: give the PEM certificate (cert) and private key (key)",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The TLS address, when `listen` is set (checked by [`Self::validate`]).
+    pub fn tls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.as_ref().and_then(|l| l.parse().ok())
     }
 
     /// Relative paths taken from `base` (the config file's directory).
     pub fn resolve(&mut self, base: &Path) {
         self.socket = base.join(&self.socket);
         self.pin_file = base.join(&self.pin_file);
+        self.cert = self.cert.as_ref().map(|p| base.join(p));
+        self.key = self.key.as_ref().map(|p| base.join(p));
     }
 
     pub fn throttle(&self) -> ThrottlePolicy {
@@ -138,6 +174,8 @@ pub struct DoorService {
     pub fps_bits: AtomicU64,
     /// Raised when the API stops: ends followers' event streams.
     pub stop: tokio::sync::watch::Sender<bool>,
+    /// `[enroll]`: frames wanted and limits of a live enrollment.
+    pub enroll: EnrollConfig,
 }
 
 impl DoorService {
@@ -172,6 +210,7 @@ impl DoorService {
             login: tokio::sync::Mutex::new(()),
             fps_bits: AtomicU64::new(0),
             stop: tokio::sync::watch::channel(false).0,
+            enroll: EnrollConfig::default(),
         }
     }
 
@@ -190,4 +229,30 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-pub use api::{serve_unix, ServerHandle};
+pub use api::{serve, ServeError, ServerHandle};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_needs_an_address_and_its_certificate_and_key() {
+        let cfg = |text: &str| -> AdminConfig { toml::from_str(text).unwrap() };
+        assert!(cfg("").validate().is_ok());
+        let e = cfg("listen = \"0.0.0.0:8443\"").validate().unwrap_err();
+        assert!(
+            e.to_string().contains("cert") && e.to_string().contains("key"),
+            "{e}"
+        );
+        let e = cfg("listen = \"door:8443\"\ncert = \"c\"\nkey = \"k\"")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let ok = cfg("listen = \"[::]:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"");
+        assert!(ok.validate().is_ok());
+        let mut resolved = ok.clone();
+        resolved.resolve(Path::new("/etc/maskgate"));
+        assert_eq!(resolved.cert, Some(PathBuf::from("/etc/maskgate/c.pem")));
+        assert_eq!(resolved.tls_addr().map(|a| a.port()), Some(8443));
+    }
+}
