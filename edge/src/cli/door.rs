@@ -239,7 +239,7 @@ fn start(
             );
             service.enroll = terminal.enroll.clone();
             let service = Arc::new(service);
-            let server = edge::service::serve(Arc::clone(&service), &admin)
+            let server = edge::service::serve(Arc::clone(&service), admin)
                 .map_err(|e| fail("admin_api")(e.into()))?;
             Some((service, server))
         }
