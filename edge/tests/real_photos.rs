@@ -1,5 +1,6 @@
 //! Golden tests with real third-party models (YuNet + SFace) on real photos from the team kit.
-//! Each photo is processed once (these tests also run under qemu in CI).
+//! Each photo is processed once, the photos spread over the cores: these tests also run under
+//! qemu-aarch64 in `make test`, as the check of tract's ARM kernels on real models.
 
 mod common;
 
@@ -28,6 +29,30 @@ fn pipeline(input_size: u32) -> Option<Pipeline> {
     Some(Pipeline::load(&cfg).unwrap())
 }
 
+/// Detect, gate and embed the largest face of one listed photo.
+fn analyse(p: &Pipeline, root: &Path, rel: &str, identity: &str) -> Photo {
+    let img = load_image(&root.join(rel)).unwrap();
+    let faces = p.detect(&img).unwrap();
+    let mut measures = None;
+    let outcome = match faces.first() {
+        None => Err("no face found".to_string()),
+        Some(f) => {
+            let (verdict, emb) = p.analyse(&img, f).unwrap();
+            measures = Some(verdict.measures);
+            emb.map(|e| e.embedding)
+                .ok_or_else(|| format!("quality gate: {}", verdict.reasons()))
+        }
+    };
+    Photo {
+        rel: rel.into(),
+        identity: identity.trim().into(),
+        faces: faces.len(),
+        largest: faces.first().cloned(),
+        measures,
+        outcome,
+    }
+}
+
 #[test]
 fn real_small_enroll_one_identify_the_rest_and_groups() {
     let Some(p) = pipeline(320) else { return };
@@ -37,31 +62,37 @@ fn real_small_enroll_one_identify_the_rest_and_groups() {
     let root = csv.parent().unwrap().to_path_buf();
     let text = std::fs::read_to_string(&csv).unwrap();
 
-    // Every single-person photo once: detect, gate, embed the largest face.
-    let mut photos = Vec::new();
-    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let (rel, identity) = line.split_once(',').unwrap();
-        let img = load_image(&root.join(rel)).unwrap();
-        let faces = p.detect(&img).unwrap();
-        let mut measures = None;
-        let outcome = match faces.first() {
-            None => Err("no face found".to_string()),
-            Some(f) => {
-                let (verdict, emb) = p.analyse(&img, f).unwrap();
-                measures = Some(verdict.measures);
-                emb.map(|e| e.embedding)
-                    .ok_or_else(|| format!("quality gate: {}", verdict.reasons()))
-            }
-        };
-        photos.push(Photo {
-            rel: rel.into(),
-            identity: identity.trim().into(),
-            faces: faces.len(),
-            largest: faces.first().cloned(),
-            measures,
-            outcome,
-        });
-    }
+    // Every single-person photo once: detect, gate, embed the largest face. The photos are
+    // shared out over the cores (under qemu each one takes seconds), then put back in CSV order.
+    let listed: Vec<(&str, &str)> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_once(',').unwrap())
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut indexed: Vec<(usize, Photo)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (p, root, listed) = (&p, &root, &listed);
+                s.spawn(move || {
+                    listed
+                        .iter()
+                        .enumerate()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|(i, (rel, identity))| (i, analyse(p, root, rel, identity)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    indexed.sort_by_key(|(i, _)| *i);
+    let photos: Vec<Photo> = indexed.into_iter().map(|(_, ph)| ph).collect();
 
     eprintln!("| photo | faces | eye px | sharpness | roll deg | yaw ratio | score | handling |");
     eprintln!("|---|---|---|---|---|---|---|---|");
