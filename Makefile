@@ -44,7 +44,7 @@ test-host:
 
 # The edge runs on ARM, so what the ARM build can get wrong runs under qemu-aarch64, with the
 # device features (V4L2 camera, GPIO) the deployment package ships:
-#   --lib --bins      every unit test of `shared` and `edge` compiled for aarch64 (the gallery's
+#   --lib             every unit test of `shared` and `edge` compiled for aarch64 (the gallery's
 #                     crypto and formats, templates, alignment, the door policy, config parsing);
 #   real_photos       the real models (YuNet + SFace) through tract's aarch64 kernels: detection,
 #                     quality gate and identification on the kit's photos, the signed bundle;
@@ -53,7 +53,7 @@ test-host:
 # drive arch-independent code through system calls that qemu-user hands to the host kernel:
 # under qemu they prove nothing the host stage does not, at 20-50x the time. The trainer and
 # the e2e crate need libtorch and stay on the host.
-AARCH64_TESTS := --lib --bins --test real_photos
+AARCH64_TESTS := --lib --test real_photos
 test-aarch64:
 	EDGE_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
 	  $(CARGO) test --target $(AARCH64) $(CROSS_PACKAGES) $(AARCH64_TESTS)
