@@ -1,6 +1,6 @@
 # maskgate task runner. The two commands a newcomer needs:
 #   make demo   - the main job, end to end on built-in defaults
-#   make test   - every test: host, aarch64 under qemu, armv7 build
+#   make test   - every test on the host, the ARM-specific ones under qemu-aarch64, armv7 build
 # Both run scripts/setup.sh first (idempotent: apt packages, rust targets, libtorch venv).
 
 SHELL := /bin/bash
