@@ -7,6 +7,7 @@ mod common;
 use edge::config::Config;
 use edge::pipeline::{load_image, Pipeline, PipelineError};
 use edge::DetectedFace;
+use rayon::prelude::*;
 use shared::{Embedding, Gallery, Template};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -63,36 +64,17 @@ fn real_small_enroll_one_identify_the_rest_and_groups() {
     let text = std::fs::read_to_string(&csv).unwrap();
 
     // Every single-person photo once: detect, gate, embed the largest face. The photos are
-    // shared out over the cores (under qemu each one takes seconds), then put back in CSV order.
+    // shared out over the cores with rayon (under qemu each takes seconds), in CSV order.
     let listed: Vec<(&str, &str)> = text
         .lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.split_once(',').unwrap())
         .collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut indexed: Vec<(usize, Photo)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (p, root, listed) = (&p, &root, &listed);
-                s.spawn(move || {
-                    listed
-                        .iter()
-                        .enumerate()
-                        .skip(w)
-                        .step_by(workers)
-                        .map(|(i, (rel, identity))| (i, analyse(p, root, rel, identity)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
-    indexed.sort_by_key(|(i, _)| *i);
-    let photos: Vec<Photo> = indexed.into_iter().map(|(_, ph)| ph).collect();
+    let photos: Vec<Photo> = listed
+        .par_iter()
+        .map(|(rel, identity)| analyse(&p, &root, rel, identity))
+        .collect();
 
     eprintln!("| photo | faces | eye px | sharpness | roll deg | yaw ratio | score | handling |");
     eprintln!("|---|---|---|---|---|---|---|---|");
