@@ -4,7 +4,8 @@
 //! [`config`] (edge.toml) -> [`model`] (tract plans, built once) -> [`detect`] (YuNet, or
 //! [`crop`] for pre-aligned crops) ->
 //! [`align`] (shared alignment) -> [`quality`] (the gate) -> [`embed`] (recogniser) ->
-//! [`matcher`] (1:N, 1:1) over the encrypted [`gallery`]; [`pipeline`] chains them.
+//! [`matcher`] (1:N, 1:1) over the encrypted [`gallery`]; [`pipeline`] chains them; [`photo`]
+//! reads the photos people hand in.
 //! The door: [`frame`] sources -> [`daemon`] (threads, queues, signals) -> [`door`] (policy,
 //! relay and inputs over embedded-hal) with every decision in the hash-chained [`audit`] log;
 //! [`recognizer`] plugs the pipeline into the daemon; [`replay`] decides every frame of a
@@ -29,6 +30,7 @@ pub mod gallery;
 pub mod machine;
 pub mod matcher;
 pub mod model;
+pub mod photo;
 pub mod pipeline;
 pub mod quality;
 pub mod recognizer;

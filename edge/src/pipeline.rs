@@ -349,36 +349,21 @@ fn name_crop_error(e: PipelineError, what: &str) -> PipelineError {
     }
 }
 
-/// Decode an image file (format from its content), as RGB; errors name the file.
-///
-/// JPEG decoders fill a truncated file's missing rows with grey instead of failing, which would
-/// enroll half a face; a JPEG must therefore end with its end-of-image marker (allowing a short
-/// trailer, which some cameras append).
+/// Decode a photo file ([`crate::photo`]: format from its content, upright); errors name it.
 pub fn load_image(path: &Path) -> Result<RgbImage, PipelineError> {
-    let what = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| PipelineError::Image {
-        path: what.clone(),
-        message: format!("cannot read: {e}"),
-    })?;
-    decode_image(&bytes, &what)
+    crate::photo::load(path).map_err(PipelineError::from)
 }
 
 /// [`load_image`] for bytes that came from elsewhere (an upload); `what` names them in errors.
 pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage, PipelineError> {
-    const JPEG_TRAILER_MAX: usize = 8 * 1024;
-    let err = |message: String| PipelineError::Image {
-        path: what.to_string(),
-        message,
-    };
-    let format = image::guess_format(bytes)
-        .map_err(|_| err("not a known image format (JPEG or PNG expected)".into()))?;
-    if format == image::ImageFormat::Jpeg {
-        let tail = &bytes[bytes.len().saturating_sub(JPEG_TRAILER_MAX)..];
-        if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
-            return Err(err("truncated JPEG (no end-of-image marker)".into()));
+    crate::photo::decode(bytes, what).map_err(PipelineError::from)
+}
+
+impl From<crate::photo::PhotoError> for PipelineError {
+    fn from(e: crate::photo::PhotoError) -> Self {
+        PipelineError::Image {
+            path: e.what,
+            message: e.message,
         }
     }
-    let img = image::load_from_memory_with_format(bytes, format)
-        .map_err(|e| err(format!("cannot decode: {e}")))?;
-    Ok(img.to_rgb8())
 }

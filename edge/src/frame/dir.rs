@@ -1,15 +1,9 @@
-//! Frames from the images of a directory (PNG/JPEG), in file-name order, `interval` apart.
+//! Frames from the photos of a directory (any [`crate::photo`] format), in file-name order,
+//! `interval` apart.
 
 use super::{Frame, FrameError, FrameSource};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Image files this source reads.
-pub fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-}
 
 /// Sleeps so frames come out no earlier than their timestamps (replays at recorded pace).
 #[derive(Debug)]
@@ -58,7 +52,7 @@ impl ImageDirSource {
             let path = entry
                 .map_err(|e| fatal(format!("cannot list: {e}")))?
                 .path();
-            if path.is_file() && is_image(&path) {
+            if path.is_file() && crate::photo::has_photo_extension(&path) {
                 files.push(path);
             }
         }
@@ -99,13 +93,13 @@ impl FrameSource for ImageDirSource {
         self.next += 1;
         let captured_at = self.interval * seq as u32;
         self.pacer.wait_until(captured_at);
-        let image = image::open(path).map_err(|e| FrameError::BadFrame {
+        let image = crate::photo::load(path).map_err(|e| FrameError::BadFrame {
             source_name: self.describe(),
             what: path.display().to_string(),
-            reason: e.to_string(),
+            reason: e.message,
         })?;
         Ok(Some(Frame {
-            image: image.into_rgb8(),
+            image,
             captured_at,
             seq,
         }))

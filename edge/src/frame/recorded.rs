@@ -128,13 +128,11 @@ impl FrameSource for RecordedSource {
         self.pacer.wait_until(at);
         let image = match picture {
             Picture::Image(img) => img.clone(),
-            Picture::File(path) => image::open(path)
-                .map_err(|e| FrameError::BadFrame {
-                    source_name: self.name.clone(),
-                    what: path.display().to_string(),
-                    reason: e.to_string(),
-                })?
-                .into_rgb8(),
+            Picture::File(path) => crate::photo::load(path).map_err(|e| FrameError::BadFrame {
+                source_name: self.name.clone(),
+                what: path.display().to_string(),
+                reason: e.message,
+            })?,
         };
         Ok(Some(Frame {
             image,
