@@ -712,8 +712,11 @@ fn decide_loop<R: OutputPin, C: InputPin, B: InputPin>(
                         frame: Some(seq),
                     };
                     match door.on_frame(captured, &faces) {
-                        Ok(Some(e)) => sink.record(door, stamp, e)?,
-                        Ok(None) => {}
+                        Ok(events) => {
+                            for e in events {
+                                sink.record(door, stamp, e)?;
+                            }
+                        }
                         Err(e) => return Err(sink.fault(door, stamp, DaemonError::Door(e))),
                     }
                 }

@@ -7,7 +7,8 @@
 //! [`matcher`] (1:N, 1:1) over the encrypted [`gallery`]; [`pipeline`] chains them; [`photo`]
 //! reads the photos people hand in.
 //! The door: [`frame`] sources -> [`daemon`] (threads, queues, signals) -> [`door`] (policy,
-//! relay and inputs over embedded-hal) with every decision in the hash-chained [`audit`] log;
+//! relay and inputs over embedded-hal; the policy follows faces as [`track`]s) with every
+//! decision in the hash-chained [`audit`] log;
 //! [`recognizer`] plugs the pipeline into the daemon; [`replay`] decides every frame of a
 //! recording in lockstep; [`terminal`] reads the door's config; [`machine`] names the machine
 //! benchmark figures come from; [`state`] records the newest gallery generation and bundle
@@ -38,6 +39,7 @@ pub mod replay;
 pub mod service;
 pub mod state;
 pub mod terminal;
+pub mod track;
 
 pub use config::Config;
 pub use detect::{BBox, DetectedFace, Detector};

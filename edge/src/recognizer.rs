@@ -104,8 +104,11 @@ impl FaceRecognizer for PipelineRecognizer {
         let now = (self.now_unix)();
         Ok(results
             .into_iter()
-            .filter_map(|r| r.identification)
-            .map(|id| Self::observe(&snapshot.gallery, id, now))
+            .filter_map(|r| {
+                let bbox = r.face.bbox;
+                r.identification
+                    .map(|id| Self::observe(&snapshot.gallery, id, now).at(bbox))
+            })
             .collect())
     }
 }

@@ -172,8 +172,11 @@ where
             frame: Some(frame.seq),
         };
         match door.on_frame(now, &faces) {
-            Ok(Some(e)) => sink.record(door, stamp, e)?,
-            Ok(None) => {}
+            Ok(events) => {
+                for e in events {
+                    sink.record(door, stamp, e)?;
+                }
+            }
             Err(e) => return Err(sink.fault(door, stamp, DaemonError::Door(e))),
         }
         sink.observer.on_frame_done(frame.seq, true);

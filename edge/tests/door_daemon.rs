@@ -240,6 +240,7 @@ fn policy() -> AccessPolicy {
         agree_window_ms: 1000,
         leave_ms: 400,
         cooldown_ms: 500,
+        deny_repeat_ms: 5000,
         lockout_after_unknowns: 3,
         unknown_window_ms: 60_000,
         lockout_ms: 60_000,
@@ -334,6 +335,107 @@ fn an_enrolled_person_unlocks_exactly_once_per_approach() {
         ["started", "unlocked", "relocked", "unlocked", "relocked", "stopped"],
         "{summary:?}"
     );
+}
+
+/// Two faces per frame from one code: bit 7 a stranger standing at the left, the low bits
+/// person N walking in on the right (0 nobody), 8 px nearer the door each frame.
+struct TwoInView;
+
+const STRANGER_LEFT: u8 = 0x80;
+
+impl FaceRecognizer for TwoInView {
+    fn recognize(&mut self, frame: &Frame) -> Result<Vec<Observation>, RecognizeError> {
+        let code = frame.image.get_pixel(0, 0).0[0];
+        let mut faces = Vec::new();
+        let person = code & 0x7f;
+        if person != 0 {
+            let walked = frame.seq as f32 * 8.0;
+            faces.push(
+                Observation::known(
+                    PersonRef {
+                        id: PersonId([person; 16]),
+                        name: format!("person{person}"),
+                    },
+                    0.8,
+                )
+                .at(edge::BBox {
+                    x: 900.0 - walked,
+                    y: 100.0,
+                    w: 120.0,
+                    h: 140.0,
+                }),
+            );
+        }
+        if code & STRANGER_LEFT != 0 {
+            faces.push(Observation::unknown(None, 0.2).at(edge::BBox {
+                x: 50.0,
+                y: 100.0,
+                w: 120.0,
+                h: 140.0,
+            }));
+        }
+        Ok(faces)
+    }
+}
+
+#[test]
+fn an_enrolled_person_beside_a_stranger_is_let_in_once_and_the_stranger_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let mut audit = AuditLog::open(&audit_path).unwrap();
+    let pin = PinMock::new(&[
+        PinTx::set(State::Low),  // start locked
+        PinTx::set(State::High), // Alice
+        PinTx::set(State::Low),  // relock after 100 ms
+        PinTx::set(State::Low),  // end of stream: fail-secure
+        PinTx::set(State::Low),  // release
+    ]);
+    let door = DoorController::new(
+        DoorRelay::new(pin, ActiveLevel::High).unwrap(),
+        policy(),
+        Duration::from_millis(100),
+    );
+    let lockstep = Lockstep::default();
+    let source = scripted(
+        &lockstep,
+        runs(&[
+            (STRANGER_LEFT, 5),
+            (STRANGER_LEFT | ALICE, 40),
+            (NO_FACE, 5),
+        ]),
+    );
+    let (mut parts, report) = run_lockstep(
+        &lockstep,
+        move || Ok(source),
+        TwoInView,
+        door,
+        &mut audit,
+        &Shutdown::new(),
+        None,
+    );
+    let report = report.unwrap();
+    parts.relay.done();
+    assert_eq!((report.count("unlocked"), report.count("denied")), (1, 1));
+    assert_eq!(
+        lockstep.events(),
+        [
+            (0, None, "started"),
+            (40, Some(2), "denied"),
+            (140, Some(7), "unlocked"),
+            (240, None, "relocked"),
+            (980, None, "stopped"),
+        ]
+    );
+    verify_file(&audit_path).unwrap();
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    let track_of = |kind: &str| {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["data"]["event"] == kind)
+            .map(|v| v["data"]["track"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert_ne!(track_of("denied"), track_of("unlocked"), "{text}");
 }
 
 #[test]

@@ -458,7 +458,7 @@ fn images_under(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
             .path();
         if p.is_dir() {
             images_under(&p, found)?;
-        } else if p.is_file() && edge::frame::dir::is_image(&p) {
+        } else if p.is_file() && edge::photo::has_photo_extension(&p) {
             found.push(p);
         }
     }
@@ -719,13 +719,15 @@ fn bench(cfg: &Config, path: &Path, sizes: &[usize], runs: usize) -> Result<Exit
         let observations = adapter
             .recognize(&frame)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let event = policy.observe(frame.captured_at, &observations);
+        let events = policy.observe(frame.captured_at, &observations);
         per_frame += t.elapsed();
-        match event {
-            Some(DoorEvent::Unlocked { .. }) => decision = "unlocked",
-            Some(DoorEvent::Denied { .. }) => decision = "denied",
-            Some(DoorEvent::Refused { .. }) => decision = "refused",
-            _ => {}
+        for event in events {
+            match event {
+                DoorEvent::Unlocked { .. } => decision = "unlocked",
+                DoorEvent::Denied { .. } => decision = "denied",
+                DoorEvent::Refused { .. } => decision = "refused",
+                _ => {}
+            }
         }
     }
     let per_frame = per_frame / e2e_frames as u32;

@@ -83,10 +83,12 @@ pub struct PolicyConfig {
     pub agree_frames: u32,
     /// ... all within this window.
     pub agree_window_ms: u64,
-    /// A person counts as gone (a new approach may start) after not being seen this long.
+    /// A face unseen this long has left: its track ends, and a new approach may start.
     pub leave_ms: u64,
     /// No second unlock this soon after an unlock.
     pub cooldown_ms: u64,
+    /// A stranger who stays in view is denied again (and counted toward lockout) this often.
+    pub deny_repeat_ms: u64,
     /// Lock out face unlocking after this many unknown-face events ...
     pub lockout_after_unknowns: u32,
     /// ... within this window ...
@@ -102,6 +104,7 @@ impl Default for PolicyConfig {
             agree_window_ms: 1500,
             leave_ms: 2000,
             cooldown_ms: 4000,
+            deny_repeat_ms: 5000,
             lockout_after_unknowns: 3,
             unknown_window_ms: 60_000,
             lockout_ms: 120_000,
@@ -120,6 +123,9 @@ impl PolicyConfig {
         }
         if self.leave_ms == 0 {
             return e("leave_ms", "must be positive");
+        }
+        if self.deny_repeat_ms == 0 {
+            return e("deny_repeat_ms", "must be positive");
         }
         if self.lockout_after_unknowns == 0 {
             return e("lockout_after_unknowns", "must be at least 1");

@@ -158,12 +158,15 @@ impl<R: OutputPin, C: InputPin, B: InputPin> DoorController<R, C, B> {
         &mut self,
         at: Duration,
         faces: &[Observation],
-    ) -> Result<Option<DoorEvent>, DoorError> {
-        let event = self.policy.observe(at, faces);
-        if matches!(event, Some(DoorEvent::Unlocked { .. })) {
+    ) -> Result<Vec<DoorEvent>, DoorError> {
+        let events = self.policy.observe(at, faces);
+        if events
+            .iter()
+            .any(|e| matches!(e, DoorEvent::Unlocked { .. }))
+        {
             self.open(at)?;
         }
-        Ok(event)
+        Ok(events)
     }
 
     /// Time passes: relock after the pulse, poll the exit button and the door contact.
@@ -281,10 +284,10 @@ mod tests {
         ]);
         let relay = DoorRelay::new(pin, ActiveLevel::High).unwrap();
         let mut door = DoorController::new(relay, policy(), ms(1000));
-        assert_eq!(door.on_frame(ms(0), &alice()).unwrap(), None);
+        assert_eq!(door.on_frame(ms(0), &alice()).unwrap(), vec![]);
         assert!(matches!(
-            door.on_frame(ms(100), &alice()).unwrap(),
-            Some(DoorEvent::Unlocked { .. })
+            door.on_frame(ms(100), &alice()).unwrap()[..],
+            [DoorEvent::Unlocked { .. }]
         ));
         assert!(door.is_unlocked());
         assert!(door.tick(ms(1099)).unwrap().is_empty());

@@ -22,6 +22,8 @@ pub use controller::{DoorController, DoorError, DoorParts, NoPin};
 pub use policy::AccessPolicy;
 pub use relay::{DoorRelay, RelayError};
 
+use crate::detect::BBox;
+use crate::track::TrackId;
 use serde::{Serialize, Serializer};
 use shared::{Condition, PersonId};
 
@@ -43,6 +45,8 @@ fn person_id_hex<S: Serializer>(id: &PersonId, s: S) -> Result<S::Ok, S::Error> 
 /// candidate (if any) and `accepted` says whether `score` cleared the operating threshold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
+    /// Where the face is in the frame (the policy follows faces by it).
+    pub bbox: BBox,
     pub person: Option<PersonRef>,
     /// Cosine similarity to `person` (or the best candidate); 0 when the gallery is empty.
     pub score: f32,
@@ -55,6 +59,7 @@ impl Observation {
     /// An accepted match.
     pub fn known(person: PersonRef, score: f32) -> Self {
         Self {
+            bbox: Self::UNPLACED,
             person: Some(person),
             score,
             accepted: true,
@@ -65,11 +70,26 @@ impl Observation {
     /// A face that matched nobody well enough.
     pub fn unknown(best: Option<PersonRef>, score: f32) -> Self {
         Self {
+            bbox: Self::UNPLACED,
             person: best,
             score,
             accepted: false,
             condition: None,
         }
+    }
+
+    /// The box of a face built without one: faces without their own box are one face in view.
+    pub const UNPLACED: BBox = BBox {
+        x: 0.0,
+        y: 0.0,
+        w: 100.0,
+        h: 100.0,
+    };
+
+    /// The same observation, seen at `bbox`.
+    pub fn at(mut self, bbox: BBox) -> Self {
+        self.bbox = bbox;
+        self
     }
 
     /// The same observation, judged under `condition`.
@@ -93,6 +113,8 @@ pub enum RefusalReason {
 pub enum DoorEvent {
     /// A known person agreed over enough frames: the door was unlocked.
     Unlocked {
+        /// The face's track: one per person in view.
+        track: TrackId,
         person: PersonRef,
         score: f32,
         frames: u32,
@@ -100,8 +122,10 @@ pub enum DoorEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         condition: Option<Condition>,
     },
-    /// An unknown face held for enough frames; `lockout_for_ms` is set when this started a lockout.
+    /// An unknown face held for enough frames (again every `deny_repeat_ms` while it stays);
+    /// `lockout_for_ms` is set when this started a lockout.
     Denied {
+        track: TrackId,
         best: Option<PersonRef>,
         score: f32,
         unknowns_in_window: u32,
@@ -109,6 +133,7 @@ pub enum DoorEvent {
     },
     /// A known person was recognised but not let in.
     Refused {
+        track: TrackId,
         person: PersonRef,
         score: f32,
         reason: RefusalReason,

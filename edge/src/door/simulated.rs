@@ -186,8 +186,8 @@ mod tests {
         assert!(door.tick(ms(0)).unwrap().is_empty(), "inputs are idle");
         door.on_frame(ms(0), &alice).unwrap();
         assert!(matches!(
-            door.on_frame(ms(100), &alice).unwrap(),
-            Some(DoorEvent::Unlocked { .. })
+            door.on_frame(ms(100), &alice).unwrap()[..],
+            [DoorEvent::Unlocked { .. }]
         ));
         assert_eq!(
             tap.take(),
