@@ -1,6 +1,6 @@
 //! Golden tests with real third-party models (YuNet + SFace) on real photos from the team kit.
-//! Each photo is processed once, the photos spread over the cores: these tests also run under
-//! qemu-aarch64 in `make test`, as the check of tract's ARM kernels on real models.
+//! Each photo is processed once, the photos spread over the cores. They check behaviour (gate,
+//! identification, bundle) on the host; `model_numerics.rs` is what runs under qemu-aarch64.
 
 mod common;
 
